@@ -1,0 +1,1 @@
+"""Datasets: a registry of named sources, validation, seeded splits and DVC versioning."""

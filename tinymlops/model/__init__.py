@@ -1,0 +1,1 @@
+"""Keras (tf_keras) architectures and seeded, deterministic training."""
