@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from tinymlops.data.split import Split
+from tinymlops.errors import ModelError
 from tinymlops.inference import quantize_input, run_tflite, run_tflm
 from tinymlops.io import atomic_path
 from tinymlops.quantize import inspect
@@ -24,10 +25,10 @@ class Parity(BaseModel):
 class EvaluationReport(BaseModel):
     n_test: int
     labels: list[str]
-    accuracy_float: float
+    accuracy_float: float | None  # None when only the .tflite was given
     accuracy_int8_tflite: float
     accuracy_int8_tflm: float
-    accuracy_drop: float  # float − int8 (TFLM), in accuracy units (0.01 = 1 point)
+    accuracy_drop: float | None  # float − int8 (TFLM), in accuracy units (0.01 = 1 point)
     tflite_vs_tflm: Parity
     confusion_int8: list[list[int]]  # rows: true class, columns: predicted (TFLM)
 
@@ -53,20 +54,22 @@ def confusion_matrix(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndar
     return cm
 
 
-def evaluate(keras_model, int8_model: bytes, test: Split, labels: list[str], arena_bytes: int) -> EvaluationReport:
+def evaluate(int8_model: bytes, test: Split, labels: list[str], arena_bytes: int, keras_model=None) -> EvaluationReport:
     info = inspect(int8_model)
+    if list(test.x.shape[1:]) != info.inputs[0].shape[1:]:
+        raise ModelError(f"model expects inputs {info.inputs[0].shape[1:]}, test data has {list(test.x.shape[1:])}")
     xq = quantize_input(test.x, info.inputs[0])
-    float_pred = keras_model.predict(test.x, verbose=0).argmax(1)
     tflite_out = run_tflite(int8_model, xq)
     tflm_out = run_tflm(int8_model, xq, arena_bytes)
-    acc_float, acc_tflm = accuracy(test.y, float_pred), accuracy(test.y, tflm_out.argmax(1))
+    acc_tflm = accuracy(test.y, tflm_out.argmax(1))
+    acc_float = None if keras_model is None else accuracy(test.y, keras_model.predict(test.x, verbose=0).argmax(1))
     return EvaluationReport(
         n_test=int(len(test.y)),
         labels=labels,
         accuracy_float=acc_float,
         accuracy_int8_tflite=accuracy(test.y, tflite_out.argmax(1)),
         accuracy_int8_tflm=acc_tflm,
-        accuracy_drop=acc_float - acc_tflm,
+        accuracy_drop=None if acc_float is None else acc_float - acc_tflm,
         tflite_vs_tflm=parity(tflite_out, tflm_out),
         confusion_int8=confusion_matrix(test.y, tflm_out.argmax(1), len(labels)).tolist(),
     )

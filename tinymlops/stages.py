@@ -7,7 +7,6 @@ outputs atomically into one directory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -18,7 +17,8 @@ from tinymlops.evaluate import EvaluationReport, evaluate as evaluate_model, plo
 from tinymlops.io import atomic_dir, write_bytes, write_json
 from tinymlops.model import train as training
 from tinymlops.model.train import EpochCallback, TrainResult
-from tinymlops.quantize import ModelInfo, inspect, quantize as quantize_model
+from tinymlops.quantize import ModelInfo, inspect, read_tflite
+from tinymlops.quantize import quantize as quantize_model
 from tinymlops.settings import PipelineParams
 
 # Where `dvc repro` keeps stage outputs (the flow keeps models in its content-addressed cache).
@@ -34,6 +34,7 @@ FLOAT_TFLITE = "model_float.tflite"
 INT8_TFLITE = "model_int8.tflite"
 QUANT_REPORT = "quantization.json"
 EVAL_REPORT = "evaluation.json"
+METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
 
 
@@ -96,17 +97,22 @@ def read_quantize_report(tflite_dir: Path) -> QuantizeReport:
     return QuantizeReport.model_validate_json((Path(tflite_dir) / QUANT_REPORT).read_text())
 
 
-def evaluate(params: PipelineParams, prepared_dir: Path, model_dir: Path, tflite_dir: Path, out_dir: Path) -> EvaluationReport:
+def evaluate(
+    params: PipelineParams, prepared_dir: Path, int8_path: Path, out_dir: Path, model_dir: Path | None = None
+) -> EvaluationReport:
+    """Evaluate an int8 .tflite (and, given its float Keras model, the float baseline) on the
+    test split; writes evaluation.json, metrics.json and the confusion-matrix PNG to out_dir."""
     meta = split.load_meta(prepared_dir)
     report = evaluate_model(
-        training.load(model_dir),
-        (Path(tflite_dir) / INT8_TFLITE).read_bytes(),
+        read_tflite(int8_path),
         split.load_split(prepared_dir, "test"),
         meta.labels,
         params.evaluate.tflm_arena_bytes,
+        training.load(model_dir) if model_dir else None,
     )
     out_dir = Path(out_dir)
     write_json(out_dir / EVAL_REPORT, report.model_dump())
+    write_json(out_dir / METRICS_FILE, metrics(report, Path(int8_path).stat().st_size))
     plot_confusion(report, out_dir / CONFUSION_PNG)
     return report
 
@@ -114,14 +120,14 @@ def evaluate(params: PipelineParams, prepared_dir: Path, model_dir: Path, tflite
 def quality_gates(params: PipelineParams, report: EvaluationReport) -> list[str]:
     """Reasons the model must not become a candidate; empty when it may."""
     failures = []
+    if report.accuracy_float is None or report.accuracy_drop is None:
+        return ["no float baseline to compare the int8 model with"]
     if report.accuracy_float < params.evaluate.min_float_accuracy:
-        failures.append(
-            f"float accuracy {report.accuracy_float:.4f} < evaluate.min_float_accuracy {params.evaluate.min_float_accuracy}"
-        )
+        floor = params.evaluate.min_float_accuracy
+        failures.append(f"float accuracy {report.accuracy_float:.4f} < evaluate.min_float_accuracy {floor}")
     if report.accuracy_drop > params.evaluate.max_accuracy_drop:
-        failures.append(
-            f"int8 accuracy drop {report.accuracy_drop:.4f} > evaluate.max_accuracy_drop {params.evaluate.max_accuracy_drop}"
-        )
+        limit = params.evaluate.max_accuracy_drop
+        failures.append(f"int8 accuracy drop {report.accuracy_drop:.4f} > evaluate.max_accuracy_drop {limit}")
     return failures
 
 
@@ -131,18 +137,13 @@ def enforce_gates(params: PipelineParams, report: EvaluationReport) -> None:
         raise ModelError("quality gate failed: " + "; ".join(failures))
 
 
-def metrics_file(report: EvaluationReport, quant: QuantizeReport) -> dict[str, float]:
-    """The figures `dvc metrics show` reads from reports/metrics.json."""
-    return json.loads(
-        json.dumps(
-            {
-                "accuracy_float": report.accuracy_float,
-                "accuracy_int8_tflite": report.accuracy_int8_tflite,
-                "accuracy_int8_tflm": report.accuracy_int8_tflm,
-                "tflm_top1_agreement": report.tflite_vs_tflm.top1_agreement,
-                "tflm_max_abs_diff": report.tflite_vs_tflm.max_abs_diff,
-                "size_float_bytes": quant.float_model.size_bytes,
-                "size_int8_bytes": quant.int8_model.size_bytes,
-            }
-        )
-    )
+def metrics(report: EvaluationReport, int8_size: int) -> dict[str, float | None]:
+    """The figures `dvc metrics show` reads."""
+    return {
+        "accuracy_float": report.accuracy_float,
+        "accuracy_int8_tflite": report.accuracy_int8_tflite,
+        "accuracy_int8_tflm": report.accuracy_int8_tflm,
+        "tflm_top1_agreement": report.tflite_vs_tflm.top1_agreement,
+        "tflm_max_abs_diff": report.tflite_vs_tflm.max_abs_diff,
+        "size_int8_bytes": int8_size,
+    }
