@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def prefect_ui(flow_run_id: str) -> tuple[str, str]:
     api = PREFECT_API_URL.value()
     if api:  # a long-running server: its UI is beside its API
         return f"open {api.removesuffix('/api')}", f"{api.removesuffix('/api')}/runs/flow-run/{flow_run_id}"
+    prefect_bin = Path(sys.executable).parent / "prefect"
     return (
-        f"PREFECT_HOME={PREFECT_HOME.value()} prefect server start",
+        f"PREFECT_HOME={PREFECT_HOME.value()} {prefect_bin} server start",
         f"http://127.0.0.1:4200/runs/flow-run/{flow_run_id}",
     )
 

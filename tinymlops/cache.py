@@ -13,12 +13,22 @@ from tinymlops.io import atomic_dir
 _PACKAGE = Path(tinymlops.__file__).parent
 
 
-def code_fingerprint() -> str:
-    """Digest of the library's source: any code change invalidates cached outputs."""
-    h = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        h.update(path.relative_to(_PACKAGE).as_posix().encode())
-        h.update(path.read_bytes())
+# The code that decides a stage's output bytes; editing anything else (logging, CLI, flows) must
+# not throw away a trained model.
+TRAIN_CODE = ("model", "settings.py")
+QUANTIZE_CODE = ("model", "quantize.py", "settings.py")
+
+
+def code_fingerprint(parts: tuple[str, ...]) -> str:
+    """Digest of the given library modules/packages and of the TensorFlow version."""
+    import tensorflow as tf
+
+    h = hashlib.sha256(tf.__version__.encode())
+    for part in parts:
+        root = _PACKAGE / part
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            h.update(path.relative_to(_PACKAGE).as_posix().encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

@@ -75,7 +75,13 @@ def run(
     env = Environment.from_env(root)
     _params(env.root, params_file)  # a typo in params.yaml fails here, before Prefect starts
     # Keep Prefect's local database with the rest of the local state, unless told otherwise.
+    # Prefect does not create missing parents of its home, and its first database migration can
+    # take longer than the default ephemeral start-up wait on a small machine.
     os.environ.setdefault("PREFECT_HOME", str(env.prefect_home))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # Telemetry cannot reach anyone from a closed network and races the first migration for SQLite.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline  # the CLI is the outermost layer: it may start flows
     from tasks.context import PipelineRun
 
@@ -93,7 +99,7 @@ def run(
         table.add_row(key, value)
     out.print(table)
     for key, value in summary.looking():
-        out.print(f"[bold]{key}[/]: {value}")
+        out.print(f"[bold]{key}[/]: {value}", soft_wrap=True, highlight=False)  # copy-pasteable
 
 
 # -- DVC stages ----------------------------------------------------------------------------------

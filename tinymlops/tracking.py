@@ -5,8 +5,10 @@ in any thread or process log to the same parent run.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from tinymlops import stages
@@ -152,9 +154,11 @@ class Tracker:
         self.metrics({Metric.DATA_SAMPLES: report.n_samples, Metric.DATA_DUPLICATES: report.duplicates})
         inputs = []
         for context, s in splits.items():
-            ds = mlflow.data.from_numpy(
-                s.x, targets=s.y, source=str(prepared_dir), name=f"{meta.dataset}-{context}", digest=data_md5[:36]
-            )
+            with warnings.catch_warnings():  # a local path matches two equivalent source types
+                warnings.simplefilter("ignore")
+                ds = mlflow.data.from_numpy(
+                    s.x, targets=s.y, source=str(prepared_dir), name=f"{meta.dataset}-{context}", digest=data_md5[:36]
+                )
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
         self.client.log_inputs(self.run_id, datasets=inputs)
         # The data itself lives in DVC (the digest above names it); MLflow keeps its reports.
@@ -235,7 +239,8 @@ class Tracker:
 
 def ui_command(env: Environment, port: int = 5000) -> str:
     if _local_store(env.tracking_uri):
-        return f"mlflow ui --backend-store-uri {env.tracking_uri} --port {port}"
+        mlflow_bin = Path(sys.executable).parent / "mlflow"  # the one installed beside us
+        return f"{mlflow_bin} ui --backend-store-uri {env.tracking_uri} --port {port}"
     return f"open {env.tracking_uri}"
 
 
