@@ -1,0 +1,85 @@
+"""Fixtures: every test gets its own home, MLflow store and git+DVC project; nothing touches the
+developer's checkout. Expensive things (prepared digits, one trained model) are made once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git + DVC repository holding the project's shipped params and configs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    (dest / ".gitignore").write_text("/.tinymlops/\n/data/raw\n/data/prepared\n/models/\n/reports/\n")
+    git = ["git", "-c", "user.name=tinymlops-test", "-c", "user.email=test@tinymlops.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp git+DVC project with its own TINYMLOPS_HOME and default (SQLite) MLflow store."""
+    root = make_project(tmp_path / "project")
+    monkeypatch.setenv("TINYMLOPS_HOME", str(root / ".tinymlops"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("TINYMLOPS_DVC_REMOTE", raising=False)
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def params():
+    from tinymlops.settings import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory, params) -> Path:
+    """digits ingested, validated and split, once per session (read-only for tests)."""
+    from tinymlops import stages
+
+    work = tmp_path_factory.mktemp("digits")
+    stages.ingest(params, REPO, work / "raw")
+    stages.prepare(params, work / "raw", work / "prepared")
+    return work / "prepared"
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory, params, prepared_dir: Path) -> Path:
+    """The default model trained once per session (read-only for tests)."""
+    from tinymlops import stages
+
+    out = tmp_path_factory.mktemp("trained") / "keras"
+    stages.train(params, prepared_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tflite_dir(tmp_path_factory: pytest.TempPathFactory, params, prepared_dir: Path, trained_dir: Path) -> Path:
+    """float + int8 (PTQ) .tflite of the session's model (read-only for tests)."""
+    from tinymlops import stages
+
+    out = tmp_path_factory.mktemp("tflite") / "ptq"
+    stages.quantize(params, prepared_dir, trained_dir, out)
+    return out
