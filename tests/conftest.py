@@ -12,7 +12,8 @@ import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+# dvc.yaml's code dependencies (tinymlops/model, tinymlops/quantize.py) must exist in the project too.
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "tinymlops")
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -24,7 +25,7 @@ def make_project(dest: Path) -> Path:
     for name in PROJECT_FILES:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, dest / name)
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)

@@ -84,6 +84,9 @@ def fit(
 def train(
     train_split: Split, val_split: Split, n_classes: int, params: PipelineParams, on_epoch: EpochCallback | None = None
 ) -> tuple[tf.keras.Model, TrainResult]:
+    # A fresh Keras session: layer names (conv2d, conv2d_1, …) end up in the .tflite, so a model
+    # must not depend on how many were built before it in this process.
+    tf.keras.backend.clear_session()
     seed_everything(params.seed)
     model = build(params.model.architecture, tuple(train_split.x.shape[1:]), n_classes)
     compile_model(model, params.train.learning_rate)

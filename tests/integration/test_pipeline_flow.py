@@ -1,0 +1,139 @@
+"""The whole pipeline flow on embedded defaults: real Prefect server, real MLflow (SQLite), real
+DVC (local remote), in a fresh git+DVC project. Then what landed is checked, piece by piece."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinymlops.data.versioning import output_md5
+from tinymlops.errors import ModelError
+from tinymlops.io import sha256_file
+from tinymlops.settings import Environment, TrackingConfig
+from tinymlops.tracking import Artifact, Metric, Tag, download_candidate
+
+pytestmark = pytest.mark.slow
+
+
+def _run(project: Path, **overrides):
+    from flows.pipeline import pipeline
+    from tasks.context import PipelineRun
+
+    return pipeline(PipelineRun(root=str(project), **overrides))
+
+
+def _artifacts(client, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path or None):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect_server) -> None:
+    from mlflow import MlflowClient
+
+    summary = _run(project)
+
+    # figures the issue asks for
+    assert summary.accuracy_float >= 0.95
+    assert summary.accuracy_float - summary.accuracy_int8_tflm <= 0.01
+    assert summary.tflm_top1_agreement >= 0.99
+    assert summary.size_int8_bytes * 2.5 < summary.size_float_bytes
+    assert not summary.train_cache_hit
+
+    env = Environment.from_env(project)
+    assert env.tracking_uri == f"sqlite:///{project / '.tinymlops' / 'mlflow.db'}"
+    client = MlflowClient(env.tracking_uri)
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+
+    # params: every key of params.yaml
+    assert run.data.params["train.epochs"] == "40"
+    assert run.data.params["quantize.mode"] == "ptq"
+    assert run.data.params["data.dataset"] == "digits"
+
+    # metrics: every figure named in tracking.Metric except the per-epoch prefix
+    expected = {v for k, v in vars(Metric).items() if k.isupper() and k != "EPOCH_PREFIX"}
+    assert expected <= set(run.data.metrics), expected - set(run.data.metrics)
+    assert run.data.metrics[Metric.ACCURACY_INT8_TFLM] == pytest.approx(summary.accuracy_int8_tflm)
+    assert len(client.get_metric_history(run.info.run_id, Metric.EPOCH_PREFIX + "val_accuracy")) >= 2
+
+    # lineage tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    tags = run.data.tags
+    assert tags[Tag.GIT_SHA] == head and tags[Tag.GIT_DIRTY] == "False"
+    assert tags[Tag.DATA_MD5] == output_md5(project) == summary.data_md5
+    assert summary.data_md5.endswith(".dir")
+    assert tags[Tag.FLOW_RUN_ID] == summary.prefect_flow_run_id
+    assert tags[Tag.FLOW_NAME] == "pipeline"
+    assert tags[Tag.TRAIN_CACHE_HIT] == "False"
+
+    # the dataset input carries the DVC digest
+    inputs = run.inputs.dataset_inputs
+    assert {i.dataset.name for i in inputs} == {"digits-train", "digits-val", "digits-test"}
+    assert all(summary.data_md5.startswith(i.dataset.digest) for i in inputs)
+
+    # artifacts
+    arts = _artifacts(client, run.info.run_id)
+    for path in (
+        f"{Artifact.KERAS_MODEL}/model.keras",
+        f"{Artifact.FLOAT_TFLITE}/model_float.tflite",
+        f"{Artifact.INT8_TFLITE}/model_int8.tflite",
+        f"{Artifact.DATA_REPORTS}/validation.json",
+        f"{Artifact.EVAL_REPORTS}/evaluation.json",
+        f"{Artifact.QUANT_REPORTS}/quantization.json",
+        f"{Artifact.PLOTS}/confusion_matrix.png",
+        f"{Artifact.PLOTS}/training_curves.png",
+        f"{Artifact.SUMMARY}/summary.md",
+    ):
+        assert path in arts, path
+
+    # registry: the candidate alias points at this run's int8 bytes
+    config = TrackingConfig()
+    version = client.get_model_version_by_alias(config.registered_model, config.candidate_alias)
+    assert version.run_id == run.info.run_id and str(version.version) == summary.model_version
+    assert sha256_file(download_candidate(env, config, project / "dl")) == summary.int8_sha256
+
+    # DVC: the lock records the data, and the local remote holds it
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert {"ingest", "prepare"} <= set(lock["stages"])
+    assert any((project / ".tinymlops" / "dvc-remote").rglob("*"))
+
+    # Prefect: the run summary is a markdown artifact of the flow run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        arts = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pipeline-summary"])))
+    assert any(str(a.flow_run_id) == summary.prefect_flow_run_id for a in arts)
+
+    # Unchanged data, params and code: the trained model is reused, bytes identical.
+    again = _run(project)
+    assert again.train_cache_hit
+    assert again.int8_sha256 == summary.int8_sha256 and again.data_md5 == summary.data_md5
+    assert client.get_run(again.mlflow_run_id).data.tags[Tag.TRAIN_CACHE_HIT] == "True"
+    assert again.model_version == str(int(summary.model_version) + 1)
+
+    # A failed quality gate fails the run, marks it FAILED and leaves the alias where it was.
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["min_float_accuracy"] = 0.9999
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ModelError, match="quality gate failed: float accuracy"):
+        _run(project)
+    latest = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert latest.info.status == "FAILED"
+    still = client.get_model_version_by_alias(config.registered_model, config.candidate_alias)
+    assert str(still.version) == again.model_version
+
+
+def test_flow_parameters_override_params_yaml(project: Path, prefect_server) -> None:
+    summary = _run(project, epochs=2, quantization_mode="qat")
+    assert summary.quantize_mode == "qat"
+    from mlflow import MlflowClient
+
+    run = MlflowClient(Environment.from_env(project).tracking_uri).get_run(summary.mlflow_run_id)
+    assert run.data.params["train.epochs"] == "2" and run.data.tags[Tag.QUANT_MODE] == "qat"
+    assert run.data.metrics[Metric.TRAIN_EPOCHS] <= 2
