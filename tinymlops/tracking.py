@@ -114,6 +114,19 @@ class Tracker:
         batch = [M(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
+    def _curves(self, history: dict[str, list[float]]) -> None:
+        """Per-epoch curves (step = epoch), in as few requests as MLflow's batch limit allows."""
+        from mlflow.entities import Metric as M
+
+        now = int(time.time() * 1000)
+        points = [
+            M(key=Metric.EPOCH_PREFIX + key, value=float(v), timestamp=now, step=epoch)
+            for key, values in history.items()
+            for epoch, v in enumerate(values, start=1)
+        ]
+        for i in range(0, len(points), 1000):  # MLflow accepts at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=points[i : i + 1000])
+
     def artifacts(self, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
@@ -175,8 +188,7 @@ class Tracker:
                 Metric.TRAIN_PARAMETERS: result.parameters,
             }
         )
-        for epoch in range(result.epochs_run):
-            self.metrics({Metric.EPOCH_PREFIX + k: v[epoch] for k, v in result.history.items()}, step=epoch + 1)
+        self._curves(result.history)
         model_dir = Path(model_dir)
         self.artifact(model_dir / MODEL_FILE, Artifact.KERAS_MODEL)
         self.artifact(model_dir / stages.TRAIN_REPORT, Artifact.TRAIN_REPORTS)

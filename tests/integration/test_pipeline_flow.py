@@ -137,3 +137,13 @@ def test_flow_parameters_override_params_yaml(project: Path, prefect_server) -> 
     run = MlflowClient(Environment.from_env(project).tracking_uri).get_run(summary.mlflow_run_id)
     assert run.data.params["train.epochs"] == "2" and run.data.tags[Tag.QUANT_MODE] == "qat"
     assert run.data.metrics[Metric.TRAIN_EPOCHS] <= 2
+
+
+def test_pipeline_runs_from_any_working_directory(project: Path, prefect_server, tmp_path, monkeypatch) -> None:
+    """`root` decides where data and DVC live, not the process's cwd."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    summary = _run(project)
+    assert summary.data_md5 == output_md5(project)
+    assert not (elsewhere / "data").exists() and not (elsewhere / "dvc.lock").exists()

@@ -24,14 +24,25 @@ def _repo(root: Path) -> Iterator[object]:
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
+    # DVC resolves targets and outputs against the process's cwd, whatever repo it was given, so
+    # its calls run from the repo root (the flow's DVC step is sequential; nothing else moves cwd).
+    previous = os.getcwd()
+    os.chdir(root)
     try:
-        repo = Repo(str(root))
-    except NotDvcRepoError:
-        raise VersioningError(f"{root}: not a DVC repository (run `dvc init` there)") from None
-    try:
-        yield repo
+        try:
+            repo = Repo(".")
+        except NotDvcRepoError:
+            raise VersioningError(f"{root}: not a DVC repository (run `dvc init` there)") from None
+        try:
+            yield repo
+        finally:
+            repo.close()
     finally:
-        repo.close()
+        os.chdir(previous)
+
+
+def _target(stage: str) -> str:
+    return f"dvc.yaml:{stage}"
 
 
 def record(root: Path, stages: tuple[str, ...] = DATA_STAGES) -> None:
@@ -42,7 +53,7 @@ def record(root: Path, stages: tuple[str, ...] = DATA_STAGES) -> None:
     with _repo(root) as repo:
         try:
             for stage in stages:
-                repo.commit(f"dvc.yaml:{stage}", force=True)
+                repo.commit(_target(stage), force=True)
         except DvcException as exc:
             raise VersioningError(f"dvc commit failed: {exc}") from None
 
@@ -59,7 +70,7 @@ def push(root: Path, remote_url: str | None = None) -> int:
             repo.config.load()
             remote = OVERRIDE_REMOTE
         try:
-            return int(repo.push(targets=[f"dvc.yaml:{s}" for s in DATA_STAGES], remote=remote) or 0)
+            return int(repo.push(targets=[_target(s) for s in DATA_STAGES], remote=remote) or 0)
         except DvcException as exc:
             raise VersioningError(f"dvc push failed: {exc}") from None
 

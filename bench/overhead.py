@@ -1,0 +1,130 @@
+"""What orchestration costs: the pipeline flow's wall time against the bare work.
+
+Bare work = train + convert (float and int8) + evaluate (Keras, TFLite, TFLM) called directly on
+prepared data: no Prefect, no MLflow, no DVC. The pipeline is the real flow on embedded defaults
+in a fresh git+DVC project, timed twice:
+  cold — first flow run in the process: starts the ephemeral Prefect server on a new database,
+         creates the MLflow database;
+  warm — the same project again with its model cache emptied, so the model is trained anew: the
+         steady state of a retrain (server up, stores exist).
+Prints the figures and logs them to MLflow (experiment `tinymlops-bench`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore")
+
+
+def fresh_project(dest: Path) -> Path:
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, dest / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
+    (dest / ".gitignore").write_text("/.tinymlops/\n/data/raw\n/data/prepared\n")
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@tinymlops.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=dest, check=True)
+    return dest
+
+
+def bare_work(params, prepared: Path) -> float:
+    from tinymlops.data.split import load_meta, load_split
+    from tinymlops.evaluate import evaluate
+    from tinymlops.model.train import train
+    from tinymlops.quantize import quantize
+
+    meta = load_meta(prepared)
+    tr, va, te = (load_split(prepared, s) for s in ("train", "val", "test"))
+    start = time.perf_counter()
+    model, _ = train(tr, va, len(meta.labels), params)
+    _, int8 = quantize(model, tr, va, params)
+    evaluate(int8, te, meta.labels, params.evaluate.tflm_arena_bytes, model)
+    return time.perf_counter() - start
+
+
+def pipeline_run(root: Path):
+    os.environ["TINYMLOPS_HOME"] = str(root / ".tinymlops")
+    from flows.pipeline import pipeline
+    from tasks.context import PipelineRun
+
+    start = time.perf_counter()
+    summary = pipeline(PipelineRun(root=str(root)))
+    return time.perf_counter() - start, summary
+
+
+def task_times(flow_run_id: str) -> list[tuple[str, float]]:
+    """Per-task wall time of one flow run, as the Prefect server recorded it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    timed = [(r.name.rsplit("-", 1)[0], (r.end_time - r.start_time).total_seconds()) for r in runs if r.end_time]
+    return sorted(timed, key=lambda t: -t[1])
+
+
+def main() -> None:
+    from tinymlops import stages
+    from tinymlops.settings import Environment, TrackingConfig, load_params
+    from tinymlops.tracking import Tracker
+
+    work = Path(tempfile.mkdtemp(prefix="tinymlops-bench-"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["PREFECT_HOME"] = str(work / "prefect")  # cold: a brand-new Prefect database
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    (work / "prefect").mkdir()
+    params = load_params(REPO / "params.yaml")
+
+    stages.ingest(params, REPO, work / "raw")
+    stages.prepare(params, work / "raw", work / "prepared")
+    bare = bare_work(params, work / "prepared")
+    project = fresh_project(work / "project")
+    cold, summary = pipeline_run(project)
+    shutil.rmtree(project / ".tinymlops" / "cache")
+    warm, warm_summary = pipeline_run(project)
+    assert not warm_summary.train_cache_hit
+    breakdown = task_times(warm_summary.prefect_flow_run_id)
+    size_ratio = summary.size_float_bytes / summary.size_int8_bytes
+
+    figures = {
+        "bare_seconds": bare,
+        "pipeline_cold_seconds": cold,
+        "pipeline_warm_seconds": warm,
+        "overhead_ratio_cold": cold / bare,
+        "overhead_ratio_warm": warm / bare,
+        "size_ratio_float_to_int8": size_ratio,
+    }
+    print("\n== tinymlops overhead benchmark ==")
+    print(f"bare work (train + convert + evaluate) : {bare:7.2f} s")
+    print(f"pipeline flow, cold (new Prefect DB)   : {cold:7.2f} s   ratio {cold / bare:.2f}x")
+    print(f"pipeline flow, warm (server running)   : {warm:7.2f} s   ratio {warm / bare:.2f}x   (goal <= 1.25x)")
+    print(f"model size float -> int8               : {summary.size_float_bytes:,} B -> "
+          f"{summary.size_int8_bytes:,} B   ratio {size_ratio:.2f}x")
+
+    print("warm run, per task: " + ", ".join(f"{name} {sec:.2f}s" for name, sec in breakdown))
+    print(f"  sum of tasks {sum(t for _, t in breakdown):.2f}s; the rest is flow start/finish and task bookkeeping")
+
+    os.environ.pop("TINYMLOPS_HOME", None)  # log to the checkout's own MLflow store, not the temp projects'
+    env = Environment.from_env(REPO)
+    tracker = Tracker.start(env, TrackingConfig(experiment="tinymlops-bench"), "overhead", {"bench": "overhead"})
+    tracker.metrics(figures)
+    tracker.finish(True)
+    print(f"logged to MLflow run {tracker.run_id} ({env.tracking_uri})")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
