@@ -111,8 +111,10 @@ def main() -> None:
     print(f"bare work (train + convert + evaluate) : {bare:7.2f} s")
     print(f"pipeline flow, cold (new Prefect DB)   : {cold:7.2f} s   ratio {cold / bare:.2f}x")
     print(f"pipeline flow, warm (server running)   : {warm:7.2f} s   ratio {warm / bare:.2f}x   (goal <= 1.25x)")
-    print(f"model size float -> int8               : {summary.size_float_bytes:,} B -> "
-          f"{summary.size_int8_bytes:,} B   ratio {size_ratio:.2f}x")
+    print(
+        f"model size float -> int8               : {summary.size_float_bytes:,} B -> "
+        f"{summary.size_int8_bytes:,} B   ratio {size_ratio:.2f}x"
+    )
 
     print("warm run, per task: " + ", ".join(f"{name} {sec:.2f}s" for name, sec in breakdown))
     print(f"  sum of tasks {sum(t for _, t in breakdown):.2f}s; the rest is flow start/finish and task bookkeeping")

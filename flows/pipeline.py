@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
 from prefect import flow, runtime
 
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
 from tasks.context import PipelineRun, load_context
 from tasks.data import ingest_data, split_data, validate_data, version_data
 from tasks.model import evaluate_model, quantize_model, train_model

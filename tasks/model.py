@@ -37,7 +37,9 @@ def _progress(description: str) -> EpochCallback:
 @task(name="train", cache_policy=NO_CACHE)
 def train_model(ctx: Context, tracker: Tracker, data_md5: str) -> TrainedModel:
     p = ctx.params
-    key = cache.key(data=data_md5, seed=p.seed, model=p.model, train=p.train, code=cache.code_fingerprint(cache.TRAIN_CODE))
+    key = cache.key(
+        data=data_md5, seed=p.seed, model=p.model, train=p.train, code=cache.code_fingerprint(cache.TRAIN_CODE)
+    )
     model_dir, hit = cache.cached_dir(
         ctx.env.cache_dir,
         "train",
@@ -52,12 +54,16 @@ def train_model(ctx: Context, tracker: Tracker, data_md5: str) -> TrainedModel:
 @task(name="quantize", cache_policy=NO_CACHE)
 def quantize_model(ctx: Context, tracker: Tracker, trained: TrainedModel) -> Path:
     p = ctx.params
-    key = cache.key(trained=trained.cache_key, seed=p.seed, quantize=p.quantize, code=cache.code_fingerprint(cache.QUANTIZE_CODE))
+    key = cache.key(
+        trained=trained.cache_key, seed=p.seed, quantize=p.quantize, code=cache.code_fingerprint(cache.QUANTIZE_CODE)
+    )
     tflite_dir, _ = cache.cached_dir(
         ctx.env.cache_dir,
         "quantize",
         key,
-        lambda out: stages.quantize(p, ctx.prepared_dir, trained.model_dir, out, _progress("quantization-aware training")),
+        lambda out: stages.quantize(
+            p, ctx.prepared_dir, trained.model_dir, out, _progress("quantization-aware training")
+        ),
     )
     tracker.log_quantization(stages.read_quantize_report(tflite_dir), tflite_dir)
     return tflite_dir

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import pytest
+
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
 # dvc.yaml's code dependencies (tinymlops/model, tinymlops/quantize.py) must exist in the project too.

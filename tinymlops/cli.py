@@ -5,11 +5,12 @@ User errors print one line and exit 1; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -44,8 +45,13 @@ def _params(root: Path, params_file: Path):
 def _epochs(description: str) -> Iterator:
     """A rich progress bar fed by the library's per-epoch callback."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[logs]}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[logs]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task(description, total=None, logs="")
 
@@ -65,8 +71,8 @@ def _status(message: str):
 def run(
     root: Path = RootOpt,
     params_file: Path = ParamsOpt,
-    epochs: Optional[int] = typer.Option(None, help="override train.epochs"),
-    quantization: Optional[str] = typer.Option(None, help="override quantize.mode: ptq or qat"),
+    epochs: int | None = typer.Option(None, help="override train.epochs"),
+    quantization: str | None = typer.Option(None, help="override quantize.mode: ptq or qat"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Run the whole pipeline flow (Prefect) and print what it produced and where to look."""
@@ -85,9 +91,13 @@ def run(
     from flows.pipeline import pipeline  # the CLI is the outermost layer: it may start flows
     from tasks.context import PipelineRun
 
+    if not _state["debug"]:
+        _quiet_user_errors_on_console()
+
     try:
-        parameters = PipelineRun(root=str(env.root), params_file=str(params_file), epochs=epochs,
-                                 quantization_mode=quantization)
+        parameters = PipelineRun(
+            root=str(env.root), params_file=str(params_file), epochs=epochs, quantization_mode=quantization
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc).splitlines()[-1]) from None
     summary = pipeline(parameters)
@@ -115,7 +125,9 @@ def data_ingest(root: Path = RootOpt, params_file: Path = ParamsOpt) -> None:
 
 
 @data_app.command("validate")
-def data_validate(root: Path = RootOpt, params_file: Path = ParamsOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def data_validate(
+    root: Path = RootOpt, params_file: Path = ParamsOpt, as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Check data/raw/: shapes, dtypes, ranges, labels, class balance (exit 1 on a failed check)."""
     from tinymlops import stages
 
@@ -160,11 +172,14 @@ def quantize(root: Path = RootOpt, params_file: Path = ParamsOpt) -> None:
 
     params = _params(root, params_file)
     with _epochs(f"quantizing ({params.quantize.mode})") as on_epoch:
-        report = stages.quantize(params, root / stages.PREPARED_DIR, root / stages.MODEL_DIR, root / stages.TFLITE_DIR,
-                                 on_epoch)
+        report = stages.quantize(
+            params, root / stages.PREPARED_DIR, root / stages.MODEL_DIR, root / stages.TFLITE_DIR, on_epoch
+        )
     i8 = report.int8_model
-    out.print(f"float {report.float_model.size_bytes:,} B → int8 {i8.size_bytes:,} B; ops {', '.join(i8.ops)}; "
-              f"input scale {i8.inputs[0].scale:.6g} zero point {i8.inputs[0].zero_point}")
+    out.print(
+        f"float {report.float_model.size_bytes:,} B → int8 {i8.size_bytes:,} B; ops {', '.join(i8.ops)}; "
+        f"input scale {i8.inputs[0].scale:.6g} zero point {i8.inputs[0].zero_point}"
+    )
 
 
 @app.command()
@@ -172,8 +187,8 @@ def evaluate(
     model: Path = typer.Argument(..., help="int8 .tflite file"),
     root: Path = RootOpt,
     params_file: Path = ParamsOpt,
-    keras_model: Optional[Path] = typer.Option(None, help="float Keras model dir, for the float baseline"),
-    report_dir: Optional[Path] = typer.Option(None, help="write evaluation.json, metrics.json and PNG here"),
+    keras_model: Path | None = typer.Option(None, help="float Keras model dir, for the float baseline"),
+    report_dir: Path | None = typer.Option(None, help="write evaluation.json, metrics.json and PNG here"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of an int8 model in TFLite and in TFLite Micro on the test split, and their parity."""
@@ -182,37 +197,45 @@ def evaluate(
     from tinymlops import stages
 
     params = _params(root, params_file)
-    with _status(f"evaluating {model} on TFLite and TFLite Micro"):
-        report = stages.evaluate(params, root / stages.PREPARED_DIR, model,
-                                 report_dir or Path(tempfile.mkdtemp(prefix="tinymlops-eval-")), keras_model)
+    with _status(f"evaluating {model} on TFLite and TFLite Micro"), tempfile.TemporaryDirectory() as scratch:
+        report = stages.evaluate(params, root / stages.PREPARED_DIR, model, report_dir or Path(scratch), keras_model)
     if as_json:
         out.print_json(report.model_dump_json(exclude={"confusion_int8"}))
         return
     float_acc = "n/a" if report.accuracy_float is None else f"{report.accuracy_float:.4f}"
-    out.print(f"test samples {report.n_test}: float {float_acc}, int8 TFLite {report.accuracy_int8_tflite:.4f}, "
-              f"int8 TFLM {report.accuracy_int8_tflm:.4f}; TFLM vs TFLite top-1 agreement "
-              f"{report.tflite_vs_tflm.top1_agreement:.4f}, max |Δ| {report.tflite_vs_tflm.max_abs_diff}")
+    out.print(
+        f"test samples {report.n_test}: float {float_acc}, int8 TFLite {report.accuracy_int8_tflite:.4f}, "
+        f"int8 TFLM {report.accuracy_int8_tflm:.4f}; TFLM vs TFLite top-1 agreement "
+        f"{report.tflite_vs_tflm.top1_agreement:.4f}, max |Δ| {report.tflite_vs_tflm.max_abs_diff}"
+    )
+
+
+class _NoUserErrorTracebacks(logging.Filter):
+    """On the console, a user error inside a flow is its one-line message, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TinyMLOpsError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors_on_console() -> None:
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict) if name.startswith("prefect")
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            # console handlers only: the Prefect API handler keeps the traceback for the UI
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_NoUserErrorTracebacks())
 
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # click/typer handle usage errors and --help themselves (exit 2 / 0)
     except TinyMLOpsError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        # soft_wrap: one line however narrow the terminal or log; markup off: paths are not markup
+        console.print(f"error: {exc}", soft_wrap=True, markup=False, highlight=False)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        raise
-
-

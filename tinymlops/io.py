@@ -10,8 +10,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,8 @@ def read_npz(path: Path | str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):  # else numpy guesses "pickle" and says so, which misleads
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive of NumPy arrays)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}

@@ -6,14 +6,14 @@ Also inspects any .tflite: size, op list, and input/output quantization paramete
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 from pydantic import BaseModel
 
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tinymlops.data.split import Split
 from tinymlops.errors import ModelError
 from tinymlops.io import sha256_bytes

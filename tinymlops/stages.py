@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from tinymlops.data import registry, split, validate
 from tinymlops.errors import ModelError
-from tinymlops.evaluate import EvaluationReport, evaluate as evaluate_model, plot_confusion, plot_history
+from tinymlops.evaluate import EvaluationReport, plot_confusion, plot_history
+from tinymlops.evaluate import evaluate as evaluate_model
 from tinymlops.io import atomic_dir, write_bytes, write_json
 from tinymlops.model import train as training
 from tinymlops.model.train import EpochCallback, TrainResult
@@ -63,10 +64,16 @@ def prepare(params: PipelineParams, raw_dir: Path, prepared_dir: Path) -> split.
     return split.prepare(ds, report, params.data, params.seed, prepared_dir)
 
 
-def train(params: PipelineParams, prepared_dir: Path, out_dir: Path, on_epoch: EpochCallback | None = None) -> TrainResult:
+def train(
+    params: PipelineParams, prepared_dir: Path, out_dir: Path, on_epoch: EpochCallback | None = None
+) -> TrainResult:
     meta = split.load_meta(prepared_dir)
     model, result = training.train(
-        split.load_split(prepared_dir, "train"), split.load_split(prepared_dir, "val"), len(meta.labels), params, on_epoch
+        split.load_split(prepared_dir, "train"),
+        split.load_split(prepared_dir, "val"),
+        len(meta.labels),
+        params,
+        on_epoch,
     )
     with atomic_dir(out_dir) as tmp:
         training.save(model, tmp)

@@ -35,12 +35,20 @@ class PipelineSummary(BaseModel):
             ("dataset version (DVC md5)", f"{self.dataset} {self.data_md5}"),
             ("trained model", "reused from cache (nothing changed)" if self.train_cache_hit else "trained now"),
             ("float accuracy", f"{self.accuracy_float:.4f}"),
-            ("int8 accuracy (TFLite / TFLM)", f"{self.accuracy_int8_tflite:.4f} / {self.accuracy_int8_tflm:.4f}"
-             f"  ({drop:+.2f} pt vs float, {self.quantize_mode})"),
-            ("TFLM parity vs TFLite", f"top-1 agreement {self.tflm_top1_agreement:.4f}, "
-             f"max |Δ| {self.tflm_max_abs_diff} int8 steps"),
-            ("model size (float → int8)", f"{self.size_float_bytes:,} B → {self.size_int8_bytes:,} B "
-             f"({self.size_float_bytes / self.size_int8_bytes:.2f}×)"),
+            (
+                "int8 accuracy (TFLite / TFLM)",
+                f"{self.accuracy_int8_tflite:.4f} / {self.accuracy_int8_tflm:.4f}"
+                f"  ({drop:+.2f} pt vs float, {self.quantize_mode})",
+            ),
+            (
+                "TFLM parity vs TFLite",
+                f"top-1 agreement {self.tflm_top1_agreement:.4f}, max |Δ| {self.tflm_max_abs_diff} int8 steps",
+            ),
+            (
+                "model size (float → int8)",
+                f"{self.size_float_bytes:,} B → {self.size_int8_bytes:,} B "
+                f"({self.size_float_bytes / self.size_int8_bytes:.2f}×)",
+            ),
             ("int8 sha256", self.int8_sha256),
             ("MLflow run", self.mlflow_run_id),
             ("registered model", f"{self.registered_model} v{self.model_version} @{self.alias}"),

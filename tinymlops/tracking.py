@@ -270,4 +270,3 @@ def download_candidate(env: Environment, config: TrackingConfig, dst: Path | Non
     mlflow.set_tracking_uri(env.tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     return next(iter(sorted(local.rglob("*.tflite"))), local)
-

@@ -62,7 +62,8 @@ def test_tflm_refuses_a_model_that_does_not_fit_its_arena(tflite_dir: Path) -> N
 def test_every_architecture_quantizes_and_runs_on_tflm(architecture, params, prepared_dir, tmp_path) -> None:
     """Architectures are chosen by name; each must survive int8 conversion and run on TFLM."""
     short = PipelineParams.model_validate(
-        params.model_dump() | {"model": {"architecture": architecture}, "train": params.train.model_dump() | {"epochs": 10}}
+        params.model_dump()
+        | {"model": {"architecture": architecture}, "train": params.train.model_dump() | {"epochs": 10}}
     )
     stages.train(short, prepared_dir, tmp_path / "keras")
     stages.quantize(short, prepared_dir, tmp_path / "keras", tmp_path / "tflite")

@@ -8,9 +8,9 @@ Raw layout (also the documented layout for your own data, `dataset: npz`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -54,9 +54,11 @@ def _npz(params: DataParams, root: Path) -> Dataset:
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: y has dtype {y.dtype}, expected an integer dtype")
     n_classes = int(y.max()) + 1 if y.size else 0
+    if "labels" in arrays and arrays["labels"].ndim != 1:
+        raise DataError(f"{path}: labels must be a 1-D array of class names, got shape {arrays['labels'].shape}")
     labels = tuple(str(v) for v in arrays["labels"]) if "labels" in arrays else tuple(map(str, range(n_classes)))
     if np.issubdtype(x.dtype, np.integer):
-        value_max = float(np.iinfo(x.dtype).max) if x.dtype == np.uint8 else float(max(x.max(), 1))
+        value_max = float(np.iinfo(x.dtype).max) if x.dtype == np.uint8 else float(max(x.max(initial=1), 1))
     else:
         value_max = 1.0 if x.size == 0 or float(np.nanmax(x)) <= 1.0 else float(np.nanmax(x))
     return Dataset(name=path.stem, x=x, y=y, labels=labels, value_max=value_max)
@@ -70,7 +72,7 @@ def load_dataset(params: DataParams, root: Path) -> Dataset:
         loader = REGISTRY[params.dataset]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
-        raise DataError(f"params.yaml: data.dataset: unknown dataset '{params.dataset}' (known: {known})") from None
+        raise DataError(f"data.dataset: unknown dataset '{params.dataset}' (known: {known})") from None
     return loader(params, root)
 
 

@@ -45,7 +45,10 @@ def split_indices(y: np.ndarray, hashes: list[str], params: DataParams, seed: in
     rest, test = train_test_split(reps, test_size=params.test_size, random_state=seed, stratify=stratify)
     val_share = params.val_size / (1 - params.test_size)
     train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=y[rest])
-    return {name: np.array(sorted(i for r in part for i in groups[r])) for name, part in zip(SPLITS, (train, val, test))}
+    return {
+        name: np.array(sorted(i for r in part for i in groups[r]))
+        for name, part in zip(SPLITS, (train, val, test), strict=True)
+    }
 
 
 def _prepare_x(x: np.ndarray, value_max: float) -> np.ndarray:

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from tinymlops.data.registry import Dataset
 from tinymlops.errors import DataError
 
+MIN_SAMPLES_PER_CLASS = 3  # one each for train, val and test
+
 
 class Check(BaseModel):
     name: str
@@ -67,17 +69,28 @@ def validate_dataset(ds: Dataset, min_class_share: float) -> ValidationReport:
         hashes = content_hashes(x)
         dups = len(hashes) - len(set(hashes))
         by_hash: dict[str, int] = {}
-        conflicts = sum(1 for h, label in zip(hashes, y.tolist()) if by_hash.setdefault(h, label) != label)
+        conflicts = sum(1 for h, label in zip(hashes, y.tolist(), strict=True) if by_hash.setdefault(h, label) != label)
         check("label_conflicts", conflicts == 0, f"{conflicts} identical inputs carry different labels")
-    if np.issubdtype(y.dtype, np.integer) and len(y):
+    if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 and len(y):
         k = len(ds.labels)
         counts = Counter(int(v) for v in y)
         in_range = min(counts) >= 0 and max(counts) < k
         check("y_range", in_range, f"labels span [{min(counts)}, {max(counts)}], expected [0, {k - 1}] for {k} classes")
         missing = [c for c in range(k) if counts[c] == 0]
-        check("classes_present", not missing and k >= 2, f"classes without samples: {missing}" if missing else f"{k} classes")
+        check(
+            "classes_present",
+            not missing and k >= 2,
+            f"classes without samples: {missing}" if missing else f"{k} classes",
+        )
         mean = len(y) / max(k, 1)
         smallest = min(counts[c] for c in range(k)) if k else 0
+        present = min(counts.values())  # absent classes are classes_present's business
+        check(
+            "class_size",
+            present >= MIN_SAMPLES_PER_CLASS,
+            f"smallest class has {present} samples; a stratified train/val/test split needs "
+            f"at least {MIN_SAMPLES_PER_CLASS}",
+        )
         check(
             "class_balance",
             smallest >= min_class_share * mean,

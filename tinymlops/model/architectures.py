@@ -5,11 +5,11 @@ All of them use only ops that TFLite Micro's reference kernels provide for int8.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tinymlops.errors import ConfigError
 
 layers = tf.keras.layers

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 from pydantic import BaseModel
 
+import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tinymlops.data.split import Split
 from tinymlops.errors import ModelError
 from tinymlops.model.architectures import build
