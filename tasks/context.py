@@ -49,5 +49,5 @@ def load_context(run: PipelineRun, run_id: str) -> Context:
     if run.quantization_mode is not None:
         overrides["quantize"] = params.quantize.model_copy(update={"mode": run.quantization_mode})
     params = params.model_copy(update=overrides)
-    tracking = settings.load(TrackingConfig, env.root / "configs" / "tracking.yaml")
+    tracking = TrackingConfig.load_from(env.root)
     return Context(env=env, params=params, tracking=tracking, run_dir=env.runs_dir / run_id)

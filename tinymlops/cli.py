@@ -230,6 +230,23 @@ def _quiet_user_errors_on_console() -> None:
                 handler.addFilter(_NoUserErrorTracebacks())
 
 
+def _register_areas() -> None:
+    """Each area (keys, bundle, watermark, device, fleet, webhook, …) lives in its own
+    tinymlops/cli_<area>.py exposing COMMANDS = [(name, typer.Typer)]; they are mounted here.
+    Area modules keep heavy imports (TensorFlow, servers) inside their commands."""
+    import importlib
+    import pkgutil
+
+    import tinymlops
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(tinymlops.__path__) if m.name.startswith("cli_")):
+        for name, sub in importlib.import_module(f"tinymlops.{module}").COMMANDS:
+            app.add_typer(sub, name=name)
+
+
+_register_areas()
+
+
 def main() -> None:
     try:
         app()  # click/typer handle usage errors and --help themselves (exit 2 / 0)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
+
+from typing_extensions import Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -86,9 +88,21 @@ class PipelineParams(Strict):
         return out
 
 
-class TrackingConfig(Strict):
+class ConfigFile(Strict):
+    """A model read from configs/<FILE>. Subclasses anywhere in the package are found by the
+    settings test, so every shipped config file is loaded and checked without a central list."""
+
+    FILE: ClassVar[str]
+
+    @classmethod
+    def load_from(cls, root: Path | str) -> Self:
+        return load(cls, Path(root) / "configs" / cls.FILE)
+
+
+class TrackingConfig(ConfigFile):
     """configs/tracking.yaml: where and under which names runs and models are recorded."""
 
+    FILE: ClassVar[str] = "tracking.yaml"
     experiment: str = "tinymlops"
     registered_model: str = "tinymlops-int8"
     candidate_alias: str = "candidate"

@@ -12,12 +12,28 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tinymlops.errors import ConfigError
-from tinymlops.settings import PipelineParams, TrackingConfig, load, load_params
+from tinymlops.settings import ConfigFile, PipelineParams, TrackingConfig, load, load_params
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Every configs/*.yaml and the model it is read through. A new config file must be added here.
-CONFIG_MODELS: dict[str, type[BaseModel]] = {"tracking.yaml": TrackingConfig}
+def _config_models() -> dict[str, type[BaseModel]]:
+    """Every ConfigFile subclass in the package, by the file it reads (imports every module)."""
+    import importlib
+    import pkgutil
+
+    import tinymlops
+
+    for module in pkgutil.walk_packages(tinymlops.__path__, "tinymlops."):
+        importlib.import_module(module.name)
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    return {c.FILE: c for c in subclasses(ConfigFile) if "FILE" in vars(c)}
+
+
+# Every configs/*.yaml and the model it is read through, found in the code, not listed here.
+CONFIG_MODELS: dict[str, type[BaseModel]] = _config_models()
 
 
 def shipped_params() -> dict[str, Any]:
