@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 
-from typing_extensions import Self
-
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import Self
 
 from tinymlops.errors import ConfigError
 

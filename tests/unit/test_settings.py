@@ -16,6 +16,7 @@ from tinymlops.settings import ConfigFile, PipelineParams, TrackingConfig, load,
 
 REPO = Path(__file__).resolve().parents[2]
 
+
 def _config_models() -> dict[str, type[BaseModel]]:
     """Every ConfigFile subclass in the package, by the file it reads (imports every module)."""
     import importlib
