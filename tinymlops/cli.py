@@ -232,8 +232,8 @@ def _quiet_user_errors_on_console() -> None:
 
 def _register_areas() -> None:
     """Each area (keys, bundle, watermark, device, fleet, webhook, …) lives in its own
-    tinymlops/cli_<area>.py exposing COMMANDS = [(name, typer.Typer)]; they are mounted here.
-    Area modules keep heavy imports (TensorFlow, servers) inside their commands."""
+    tinymlops/cli_<area>.py exposing COMMANDS = [(name, typer.Typer or a command function)];
+    they are mounted here. Area modules keep heavy imports (TensorFlow, servers) inside commands."""
     import importlib
     import pkgutil
 
@@ -241,7 +241,10 @@ def _register_areas() -> None:
 
     for module in sorted(m.name for m in pkgutil.iter_modules(tinymlops.__path__) if m.name.startswith("cli_")):
         for name, sub in importlib.import_module(f"tinymlops.{module}").COMMANDS:
-            app.add_typer(sub, name=name)
+            if isinstance(sub, typer.Typer):
+                app.add_typer(sub, name=name)
+            else:
+                app.command(name)(sub)
 
 
 _register_areas()
