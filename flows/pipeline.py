@@ -1,20 +1,26 @@
-"""The pipeline: versioned data → trained model → int8 → verified on TFLite Micro → candidate."""
+"""The pipeline: versioned data → trained model → watermarked int8 → verified on TFLite Micro →
+signed bundle per device class → emulated hardware-in-the-loop → candidate."""
 
 from __future__ import annotations
 
 import time
 
-from prefect import flow, runtime
+from prefect import flow, runtime, unmapped
 
 import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+from flows.runners import task_runner_from_env
 from tasks.context import PipelineRun, load_context
 from tasks.data import ingest_data, split_data, validate_data, version_data
+from tasks.hil import hil_gate, hil_profile
 from tasks.model import evaluate_model, quantize_model, train_model
+from tasks.protect import embed_watermark, verify_watermark
+from tasks.release import build_bundles
 from tasks.tracking import register_candidate, start_run, summarise
+from tinymlops.device.profiles import load_profiles
 from tinymlops.summary import PipelineSummary
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", log_prints=True, task_runner=task_runner_from_env())
 def pipeline(run: PipelineRun = PipelineRun()) -> PipelineSummary:
     started = time.perf_counter()
     ctx = load_context(run, str(runtime.flow_run.id))
@@ -26,10 +32,29 @@ def pipeline(run: PipelineRun = PipelineRun()) -> PipelineSummary:
         meta = split_data(ctx)
         data_md5 = version_data(ctx, tracker, meta, report)
         trained = train_model(ctx, tracker, data_md5)
-        tflite_dir = quantize_model(ctx, tracker, trained)
-        evaluation = evaluate_model(ctx, tracker, trained, tflite_dir)
+        marked = embed_watermark(ctx, tracker, trained)
+        tflite_dir = quantize_model(ctx, tracker, marked)
+        evaluation = evaluate_model(ctx, tracker, marked, tflite_dir)
+        watermark = verify_watermark(ctx, tracker, tflite_dir)
+        bundle_dir = build_bundles(ctx, tracker, tflite_dir, data_md5, watermark.payload_id)
+        profiles = load_profiles(ctx.env.root)
+        hil_reports = hil_profile.map(unmapped(ctx), profiles, unmapped(bundle_dir)).result()
+        hil_gate(ctx, tracker, hil_reports)
         version = register_candidate(ctx, tracker)
-        summary = summarise(ctx, tracker, meta, data_md5, trained, tflite_dir, evaluation, version, started)
+        summary = summarise(
+            ctx,
+            tracker,
+            meta,
+            data_md5,
+            trained,
+            tflite_dir,
+            evaluation,
+            watermark,
+            bundle_dir,
+            hil_reports,
+            version,
+            started,
+        )
         ok = True
         return summary
     finally:

@@ -21,6 +21,11 @@ class PipelineRun(BaseModel):
     epochs: int | None = Field(None, ge=1, description="override train.epochs")
     quantization_mode: Literal["ptq", "qat"] | None = Field(None, description="override quantize.mode")
     trigger: str = Field("manual", description="what started the run: manual, schedule, webhook")
+    dataset: str | None = Field(None, description="override data.dataset (a registry name, e.g. digits)")
+    dry_run: bool = Field(False, description="run and record everything, but do not move the candidate alias")
+    git_ref: str | None = Field(None, description="git ref that started the run (webhook), e.g. refs/heads/main")
+    git_sha: str | None = Field(None, description="commit the push pointed at (webhook)")
+    repository: str | None = Field(None, description="repository that was pushed to (webhook), owner/name")
 
 
 class Context(BaseModel):
@@ -30,6 +35,7 @@ class Context(BaseModel):
     params: PipelineParams
     tracking: TrackingConfig
     run_dir: Path
+    request: PipelineRun = PipelineRun()  # what was asked for (trigger origin, dry run)
 
     @property
     def raw_dir(self) -> Path:
@@ -49,5 +55,9 @@ def load_context(run: PipelineRun, run_id: str) -> Context:
     if run.quantization_mode is not None:
         overrides["quantize"] = params.quantize.model_copy(update={"mode": run.quantization_mode})
     params = params.model_copy(update=overrides)
+    if run.dataset is not None:  # re-validated: e.g. 'npz' needs data.path
+        dumped = params.model_dump()
+        dumped["data"]["dataset"] = run.dataset
+        params = settings.parse(PipelineParams, dumped, f"{run.params_file} with dataset={run.dataset!r}")
     tracking = TrackingConfig.load_from(env.root)
-    return Context(env=env, params=params, tracking=tracking, run_dir=env.runs_dir / run_id)
+    return Context(env=env, params=params, tracking=tracking, run_dir=env.runs_dir / run_id, request=run)

@@ -22,7 +22,7 @@ class TrainedModel(BaseModel):
     cache_hit: bool
 
 
-def _progress(description: str) -> EpochCallback:
+def progress_artifact(description: str) -> EpochCallback:
     """A Prefect progress artifact that follows the epochs."""
     artifact_id = create_progress_artifact(progress=0.0, description=description)
 
@@ -44,7 +44,7 @@ def train_model(ctx: Context, tracker: Tracker, data_md5: str) -> TrainedModel:
         ctx.env.cache_dir,
         "train",
         key,
-        lambda out: stages.train(p, ctx.prepared_dir, out, _progress(f"training {p.model.architecture}")),
+        lambda out: stages.train(p, ctx.prepared_dir, out, progress_artifact(f"training {p.model.architecture}")),
     )
     print("train: cache hit, nothing changed: reusing the trained model" if hit else "train: trained a new model")
     tracker.log_training(stages.read_train_report(model_dir), model_dir, hit)
@@ -62,7 +62,7 @@ def quantize_model(ctx: Context, tracker: Tracker, trained: TrainedModel) -> Pat
         "quantize",
         key,
         lambda out: stages.quantize(
-            p, ctx.prepared_dir, trained.model_dir, out, _progress("quantization-aware training")
+            p, ctx.prepared_dir, trained.model_dir, out, progress_artifact("quantization-aware training")
         ),
     )
     tracker.log_quantization(stages.read_quantize_report(tflite_dir), tflite_dir)

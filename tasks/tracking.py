@@ -15,9 +15,11 @@ from tasks.model import TrainedModel
 from tinymlops import stages, tracking
 from tinymlops.data.split import PreparedMeta
 from tinymlops.evaluate import EvaluationReport
+from tinymlops.hil import HILReport
 from tinymlops.lineage import git_state
 from tinymlops.summary import PipelineSummary
 from tinymlops.tracking import Tracker
+from tinymlops.watermark import WatermarkReport
 
 
 @task(name="start-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -25,12 +27,26 @@ def start_run(ctx: Context, trigger: str) -> Tracker:
     flow_run_id, flow_name = runtime.flow_run.id, runtime.flow_run.flow_name
     tracker = Tracker.start(ctx.env, ctx.tracking, run_name=runtime.flow_run.name or "pipeline", tags={})
     tracker.log_params(ctx.params)
-    tracker.log_lineage(git_state(ctx.env.root), flow_run_id, flow_name, trigger)
+    asked = ctx.request
+    tracker.log_lineage(
+        git_state(ctx.env.root),
+        flow_run_id,
+        flow_name,
+        trigger,
+        git_ref=asked.git_ref,
+        git_sha=asked.git_sha,
+        repository=asked.repository,
+        dry_run=asked.dry_run,
+    )
     return tracker
 
 
 @task(name="register-candidate", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register_candidate(ctx: Context, tracker: Tracker) -> str:
+    """The new model version and the candidate alias; a dry run records everything but this."""
+    if ctx.request.dry_run:
+        print("dry run: the candidate alias stays where it was")
+        return ""
     return tracker.register_candidate(ctx.tracking)
 
 
@@ -56,6 +72,9 @@ def summarise(
     trained: TrainedModel,
     tflite_dir: Path,
     evaluation: EvaluationReport,
+    watermark: WatermarkReport,
+    bundle_dir: Path,
+    hil_reports: list[HILReport],
     model_version: str,
     started: float,
 ) -> PipelineSummary:
@@ -77,6 +96,11 @@ def summarise(
         int8_sha256=quant.int8_model.sha256,
         train_cache_hit=trained.cache_hit,
         model_version=model_version,
+        watermark_payload_id=watermark.payload_id,
+        watermark_ber=watermark.ber,
+        watermark_p_value=watermark.p_value,
+        bundles=len(list(bundle_dir.glob("*.bundle"))),
+        hil={r.profile: r.status + (f" ({r.reason.split(':')[0]})" if r.reason else "") for r in hil_reports},
         mlflow_run_id=tracker.run_id,
         mlflow_run_url=tracking.run_url(ctx.env, tracker.experiment_id, tracker.run_id),
         mlflow_ui_command=tracking.ui_command(ctx.env),

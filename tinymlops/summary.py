@@ -28,6 +28,11 @@ class PipelineSummary(BaseModel):
     prefect_ui_command: str
     prefect_run_url: str
     wall_seconds: float
+    watermark_payload_id: str = ""
+    watermark_ber: float = 0.0
+    watermark_p_value: float = 1.0
+    bundles: int = 0
+    hil: dict[str, str] = {}  # profile → passed / excluded (reason) / failed (reason)
 
     def rows(self) -> list[tuple[str, str]]:
         drop = (self.accuracy_float - self.accuracy_int8_tflm) * 100
@@ -50,8 +55,20 @@ class PipelineSummary(BaseModel):
                 f"({self.size_float_bytes / self.size_int8_bytes:.2f}×)",
             ),
             ("int8 sha256", self.int8_sha256),
+            (
+                "watermark",
+                f"owner payload {self.watermark_payload_id}: BER {self.watermark_ber:.3f}, "
+                f"p = {self.watermark_p_value:.1e}",
+            ),
+            ("signed bundles", f"{self.bundles} (one per target device class)"),
+            ("hardware-in-the-loop", ", ".join(f"{k} {v}" for k, v in self.hil.items())),
             ("MLflow run", self.mlflow_run_id),
-            ("registered model", f"{self.registered_model} v{self.model_version} @{self.alias}"),
+            (
+                "registered model",
+                f"{self.registered_model} v{self.model_version} @{self.alias}"
+                if self.model_version
+                else "not registered (dry run)",
+            ),
             ("Prefect flow run", self.prefect_flow_run_id),
             ("wall time", f"{self.wall_seconds:.1f} s"),
         ]

@@ -5,11 +5,13 @@ in any thread or process log to the same parent run.
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from tinymlops import stages
 from tinymlops.data.split import META_FILE, REPORT_FILE, PreparedMeta, Split
@@ -30,6 +32,17 @@ class Tag:
     TRAIN_CACHE_HIT = "cache.train_hit"
     QUANT_MODE = "quantize.mode"
     TRIGGER = "trigger"
+    GIT_REF = "trigger.git_ref"  # what a webhook reported; git.sha is the checkout that ran
+    TRIGGER_SHA = "trigger.git_sha"
+    REPOSITORY = "trigger.repository"
+    DRY_RUN = "dry_run"
+    WATERMARK_PAYLOAD = "watermark.payload_id"  # public id of owner + serial; never the key
+    WATERMARK_OWNED = "watermark.owned"
+    BUNDLE_SHA256 = "bundle.sha256."  # + device class
+    SIGNING_KEY_ID = "bundle.signing_kid"
+    HIL_PROFILE = "hil.profile"
+    HIL_STATUS = "hil.status"
+    PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag for nested runs
 
 
 class Metric:
@@ -54,6 +67,12 @@ class Metric:
     DATA_DUPLICATES = "data_duplicates"
     EPOCH_PREFIX = "epoch_"  # per-epoch curves: epoch_loss, epoch_val_accuracy, … (step = epoch)
     WALL_SECONDS = "pipeline_wall_seconds"
+    WATERMARK_BER = "watermark_ber"
+    WATERMARK_MATCHES = "watermark_matching_triggers"
+    WATERMARK_LOG10_P = "watermark_log10_p_value"
+    HIL_PASSED = "hil_profiles_passed"
+    HIL_EXCLUDED = "hil_profiles_excluded"
+    HIL_FAILED = "hil_profiles_failed"
 
 
 class Artifact:
@@ -66,6 +85,10 @@ class Artifact:
     EVAL_REPORTS = "reports/evaluation"
     PLOTS = "plots"
     SUMMARY = "summary"
+    WATERMARK = "reports/watermark"
+    BUNDLES = "bundles"  # bundles/<device class>/{bundle file, manifest.json}
+    PUBLIC_KEYS = "keys"  # root public key and the signing key's statement: public material only
+    HIL = "hil"
 
 
 def _client(tracking_uri: str):
@@ -146,7 +169,19 @@ class Tracker:
         flat = params.flat()
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in sorted(flat.items())])
 
-    def log_lineage(self, git: GitState, flow_run_id: str | None, flow_name: str | None, trigger: str) -> None:
+    def log_lineage(
+        self,
+        git: GitState,
+        flow_run_id: str | None,
+        flow_name: str | None,
+        trigger: str,
+        *,
+        git_ref: str | None = None,
+        git_sha: str | None = None,
+        repository: str | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        origin = {Tag.GIT_REF: git_ref, Tag.TRIGGER_SHA: git_sha, Tag.REPOSITORY: repository}
         self.tags(
             {
                 Tag.GIT_SHA: git.sha,
@@ -154,6 +189,8 @@ class Tracker:
                 Tag.FLOW_RUN_ID: flow_run_id or "none",
                 Tag.FLOW_NAME: flow_name or "none",
                 Tag.TRIGGER: trigger,
+                Tag.DRY_RUN: dry_run,
+                **{k: v for k, v in origin.items() if v},  # only what the trigger reported
             }
         )
 
@@ -243,6 +280,58 @@ class Tracker:
         version = self.client.create_model_version(config.registered_model, source=source, run_id=self.run_id)
         self.client.set_registered_model_alias(config.registered_model, config.candidate_alias, version.version)
         return str(version.version)
+
+    def log_watermark(self, report: Any, report_path: Path) -> None:
+        """`report` is a tinymlops.watermark report (BER, matches, p-value, public payload id)."""
+        self.tags({Tag.WATERMARK_PAYLOAD: report.payload_id, Tag.WATERMARK_OWNED: report.owned})
+        self.metrics(
+            {
+                Metric.WATERMARK_BER: report.ber,
+                Metric.WATERMARK_MATCHES: report.matches,
+                Metric.WATERMARK_LOG10_P: math.log10(max(report.p_value, 1e-300)),
+            }
+        )
+        self.artifact(report_path, Artifact.WATERMARK)
+
+    def log_bundle(self, device_class: str, bundle: Path, manifest_json: Path, digest: str, signing_kid: str) -> None:
+        self.tags({Tag.BUNDLE_SHA256 + device_class: digest, Tag.SIGNING_KEY_ID: signing_kid})
+        self.artifact(bundle, f"{Artifact.BUNDLES}/{device_class}")
+        self.artifact(manifest_json, f"{Artifact.BUNDLES}/{device_class}")
+
+    def log_public_keys(self, *paths: Path) -> None:
+        for path in paths:
+            self.artifact(path, Artifact.PUBLIC_KEYS)
+
+    def log_hil_profile(self, report: Any, report_path: Path) -> str:
+        """One nested run per device profile under this parent run; returns its id."""
+        run = self.client.create_run(
+            self.client.get_run(self.run_id).info.experiment_id,
+            run_name=f"hil-{report.profile}",
+            tags={Tag.PARENT_RUN: self.run_id, Tag.HIL_PROFILE: report.profile, Tag.HIL_STATUS: report.status},
+        )
+        child = Tracker(self.tracking_uri, run.info.run_id)
+        figures = {
+            k: v
+            for k, v in report.model_dump().items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None
+        }
+        if report.estimate is not None:
+            figures |= {f"estimate_{k}": v for k, v in report.estimate.model_dump().items() if isinstance(v, float)}
+        child.metrics(figures)
+        child.artifact(report_path, Artifact.HIL)
+        child.finish(report.status != "failed")
+        return run.info.run_id
+
+    def log_hil_summary(self, counts: dict[str, int], markdown: str, plot: Path) -> None:
+        self.metrics(
+            {
+                Metric.HIL_PASSED: counts.get("passed", 0),
+                Metric.HIL_EXCLUDED: counts.get("excluded", 0),
+                Metric.HIL_FAILED: counts.get("failed", 0),
+            }
+        )
+        self.text(markdown, f"{Artifact.HIL}/summary.md")
+        self.artifact(plot, Artifact.PLOTS)
 
     def log_summary(self, markdown: str, seconds: float) -> None:
         self.metrics({Metric.WALL_SECONDS: seconds})

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tinymlops.data.versioning import output_md5
+from tinymlops.device.profiles import load_profiles
 from tinymlops.errors import ModelError
 from tinymlops.io import sha256_file
 from tinymlops.settings import Environment, TrackingConfig
@@ -97,6 +98,28 @@ def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect
     assert version.run_id == run.info.run_id and str(version.version) == summary.model_version
     assert sha256_file(download_candidate(env, config, project / "dl")) == summary.int8_sha256
 
+    # protection: the watermark was found in the int8 file, one signed bundle per target class,
+    # public keys only — no private key material anywhere in MLflow
+    assert tags[Tag.WATERMARK_OWNED] == "True" and tags[Tag.WATERMARK_PAYLOAD] == summary.watermark_payload_id
+    assert run.data.metrics[Metric.WATERMARK_BER] == 0.0
+    classes = {p.device_class for p in load_profiles(project) if p.target}
+    assert {k.removeprefix(Tag.BUNDLE_SHA256) for k in tags if k.startswith(Tag.BUNDLE_SHA256)} == classes
+    for device_class in classes:
+        assert f"{Artifact.BUNDLES}/{device_class}/{device_class}.bundle" in arts
+        assert f"{Artifact.BUNDLES}/{device_class}/{device_class}.manifest.json" in arts
+    assert f"{Artifact.PUBLIC_KEYS}/root.pub" in arts
+    local = Path(client.download_artifacts(run.info.run_id, "", str(project / "all-artifacts")))
+    assert not [f for f in local.rglob("*") if f.is_file() and b"PRIVATE KEY" in f.read_bytes()]
+
+    # HIL: a nested run per device profile, the M0+ part excluded, a Prefect table of the matrix
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`{Tag.PARENT_RUN}` = '{run.info.run_id}'"
+    )
+    status = {c.data.tags[Tag.HIL_PROFILE]: c.data.tags[Tag.HIL_STATUS] for c in children}
+    assert status == {p.name: summary.hil[p.name].split()[0] for p in load_profiles(project)}
+    assert status["stm32l072-lora"] == "excluded" and status["nrf52840"] == "passed"
+    assert run.data.metrics[Metric.HIL_PASSED] == 4
+
     # DVC: the lock records the data, and the local remote holds it
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert {"ingest", "prepare"} <= set(lock["stages"])
@@ -107,8 +130,13 @@ def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as prefect:
-        arts = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pipeline-summary"])))
-    assert any(str(a.flow_run_id) == summary.prefect_flow_run_id for a in arts)
+        keys = ArtifactFilter(key=ArtifactFilterKey(any_=["pipeline-summary", "hil-matrix"]))
+        made = {
+            a.key
+            for a in prefect.read_artifacts(artifact_filter=keys)
+            if str(a.flow_run_id) == summary.prefect_flow_run_id
+        }
+    assert made == {"pipeline-summary", "hil-matrix"}
 
     # Unchanged data, params and code: the trained model is reused, bytes identical.
     again = _run(project)
