@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install run test test-fast bench lint format mlflow-ui clean
+.PHONY: install run test test-fast bench lint format mlflow-ui clean serve
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## serve: local Prefect server + process worker + the deployments of prefect.yaml; prints the UI URL, Ctrl-C stops
+serve: install
+	$(BIN)/tinymlops serve
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.tinymlops/mlflow.db --port 5000
