@@ -1,0 +1,143 @@
+"""Rollout scenarios on a simulated fleet: devices as asyncio tasks speaking real HTTP to a real
+fleet server on loopback, with an accelerated clock; bundles are really signed and verified."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tinymlops.fleet.client import FleetAdmin
+from tinymlops.fleet.policy import GroupPolicy, HealthPolicy, RolloutPolicy
+from tinymlops.fleet.server import FleetSettings, create_app
+from tinymlops.fleet.serving import serve_in_thread
+from tinymlops.fleet.simulator import ReleaseBehaviour, SimulationConfig, Simulator, bundle_installer
+
+bundle_lib = pytest.importorskip("tinymlops.bundle", reason="bundle library not present")
+ADMIN, PROVISION = secrets.token_hex(12), secrets.token_hex(12)
+T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+CLASSES = ["m4", "m7"]
+# With 100 devices the canary holds 3 m7 devices; this seed makes one of them crash (P = 1 - 0.8**3).
+SEED_WITH_A_CANARY_CRASH = 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    directory = tmp_path_factory.mktemp("simkeys")
+    paths = bundle_lib.init_keys(directory, None, now=T0 - timedelta(days=1))
+    signer = bundle_lib.load_signer(directory, None, now=T0)
+    made = {}
+    for release, sequence in (("r2", 2), ("r1b", 3)):
+        for device_class in CLASSES:
+            draft = bundle_lib.ManifestDraft(
+                model_name="digits",
+                model_version=release,
+                sequence=sequence,
+                vendor="tinymlops",
+                device_class=device_class,
+                arena_bytes=20_000,
+                ops=["FULLY_CONNECTED"],
+            )
+            out = directory / f"{release}-{device_class}.bundle"
+            bundle_lib.build_bundle(release.encode() * 5000, draft, signer, out, now=T0 - timedelta(hours=1))
+            made[(release, device_class)] = out
+    return paths, made
+
+
+POLICY = RolloutPolicy(
+    groups=[
+        GroupPolicy(name="canary", percent=5, min_soak_seconds=60, min_devices=4, error_threshold=0.05),
+        GroupPolicy(name="half", percent=50, min_soak_seconds=60, min_devices=10, error_threshold=0.05),
+        GroupPolicy(name="all", percent=100, min_soak_seconds=60, min_devices=10, error_threshold=0.05),
+    ],
+    health=HealthPolicy(min_inferences=400),
+)
+
+
+@pytest.fixture
+def server(tmp_path: Path, signed) -> Iterator[tuple[str, Clock, FleetAdmin]]:  # type: ignore[no-untyped-def]
+    paths, made = signed
+    settings = FleetSettings(
+        db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
+        bundle_dir=tmp_path / "bundles",
+        admin_tokens={"ops": ADMIN},
+        provisioning_token=PROVISION,
+        trust_anchor=paths.root_public,
+        tick_seconds=None,
+        policy=POLICY,
+    )
+    clock = Clock()
+    with serve_in_thread(create_app(settings, clock=clock)) as url, FleetAdmin(url, ADMIN) as admin:
+        for (release, device_class), path in made.items():
+            admin.upload_bundle(release, device_class, path)
+        yield url, clock, admin
+
+
+def rollout(server, signed, config: SimulationConfig, rounds: int = 6):  # type: ignore[no-untyped-def]
+    """Enrol, start, then per round: devices act, the clock moves a minute, the engine judges."""
+    url, clock, admin = server
+    trust = bundle_lib.load_trust(signed[0].root_public)
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with Simulator(url, PROVISION, config, bundle_installer(trust)) as sim:
+            await sim.enrol()
+            admin.create_rollout("r2", rollback_release_id="r1b", rollout_id="sim")
+            admin.verb("sim", "start")
+            reports, stats = [], []
+            for _ in range(rounds):
+                clock.now += timedelta(seconds=61)
+                stats.append(await sim.round(clock.now))
+                reports.append(await asyncio.to_thread(admin.step, "sim"))
+            return reports, stats
+
+    return asyncio.run(go())
+
+
+def test_good_release_reaches_everyone(server, signed) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(devices=40, classes=CLASSES, faults={"power_loss": 0.2})
+    reports, stats = rollout(server, signed, config, rounds=3)
+    assert [r.decision for r in reports][:3] == ["advance", "advance", "succeed"], reports[0].reason
+    assert stats[-1].by_sequence == {2: 40}  # power cuts mid-download resumed with Range
+
+
+def test_release_crashing_on_a_fifth_of_one_class_stops_at_the_canary(server, signed) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(
+        devices=100,
+        classes=CLASSES,
+        seed=SEED_WITH_A_CANARY_CRASH,
+        behaviour={2: ReleaseBehaviour(crash_share={"m7": 0.2})},
+    )
+    reports, stats = rollout(server, signed, config, rounds=2)
+    assert reports[0].decision == "rollback" and reports[0].group_name == "canary"
+    assert "error rate" in reports[0].reason
+    # everyone who took the bad release runs the old model again, at a higher sequence (3)
+    assert set(stats[-1].by_sequence) <= {1, 3} and stats[-1].by_sequence.get(3, 0) > 0
+    assert stats[-1].by_sequence[1] + stats[-1].by_sequence.get(3, 0) == 100
+
+
+def test_latency_regression_is_caught_where_install_success_passes(server, signed) -> None:  # type: ignore[no-untyped-def]
+    config = SimulationConfig(devices=60, classes=CLASSES, behaviour={2: ReleaseBehaviour(latency_ms=16.0)})
+    reports, _ = rollout(server, signed, config, rounds=1)
+    first = reports[0]
+    assert first.counts.success_rate == 1.0 and first.decision == "rollback"
+    assert [g.gate for g in first.health.failed] == ["p95_latency_ratio"]
+
+
+def test_prediction_drift_is_caught(server, signed) -> None:  # type: ignore[no-untyped-def]
+    skewed = [4.0] + [1.0] * 9
+    config = SimulationConfig(devices=60, classes=CLASSES, behaviour={2: ReleaseBehaviour(class_weights=skewed)})
+    reports, _ = rollout(server, signed, config, rounds=1)
+    assert reports[0].decision == "rollback"
+    assert "class_psi" in [g.gate for g in reports[0].health.failed]

@@ -1,0 +1,259 @@
+"""Fleet simulator (skeleton): N emulated devices as asyncio tasks in one process, speaking the
+real device protocol to a real fleet server over HTTP on loopback.
+
+Each round a device polls; with an assignment it downloads (resuming with Range after a simulated
+power cut), verifies the bundle with tinymlops.bundle.verify_bundle against its trust anchor,
+class and anti-rollback sequence, reports every stage with an idempotency key (retrying until
+acknowledged), then sends one telemetry window from the model it runs.
+
+What is synthetic for now: the *behaviour* of a model on the device (latency, top-1 confidence,
+predicted classes, crashes) comes from a per-sequence ReleaseBehaviour, not from running the
+bundle on TFLite Micro. `installer=` accepts any callable (bundle bytes → Outcome), which is where
+the HIL firmware emulator (tinymlops.device.firmware.Device.install) plugs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tinymlops.fleet.client import AsyncDevice
+from tinymlops.fleet.telemetry import CONFIDENCE_BINS, LATENCY_BINS, LATENCY_EDGES_MS, ErrorCounters, TelemetryAggregate
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReleaseBehaviour(Model):
+    """How a model behaves on devices: what the health gates get to see."""
+
+    latency_ms: float = Field(9.0, gt=0, description="mean inference latency")
+    confidence: float = Field(0.9, ge=0, le=1, description="mean top-1 confidence")
+    class_weights: list[float] = Field(default_factory=lambda: [1.0] * 10)
+    crash_share: dict[str, float] = Field(default_factory=dict, description="device class → share that fail install")
+    error_rate: float = Field(0.0, ge=0, le=1, description="inference errors per inference")
+
+
+class Faults(Model):
+    fail_install: float = Field(0.0, ge=0, le=1, description="share of devices whose install fails")
+    power_loss: float = Field(0.0, ge=0, le=1, description="share that lose power mid-download (then resume)")
+    slow: float = Field(0.0, ge=0, le=1, description="share running 1.5x slower (any model)")
+    drift: float = Field(0.0, ge=0, le=1, description="share seeing drifted inputs (any model)")
+
+
+class SimulationConfig(Model):
+    devices: int = Field(100, ge=1)
+    classes: list[str] = Field(default_factory=lambda: ["m4"])
+    seed: int = 0
+    faults: Faults = Faults()
+    behaviour: dict[int, ReleaseBehaviour] = Field(default_factory=dict, description="by sequence; default baseline")
+    inferences_per_window: int = Field(300, ge=1)
+    window_seconds: float = Field(300, gt=0)
+    concurrency: int = Field(32, ge=1, description="devices talking to the server at once")
+    initial_sequence: int = Field(1, ge=0, description="the model every device runs at the start")
+
+
+class Outcome(Model):
+    ok: bool
+    stage: str  # the report stage: confirmed | failed | reverted
+    reason: str | None = None
+
+
+Installer = Callable[["SimDevice", bytes, dict], Outcome]
+
+
+class SimDevice(AsyncDevice):
+    def __init__(self, http: httpx.AsyncClient, device_id: str, device_class: str, rng: random.Random) -> None:
+        super().__init__(http, device_id, device_class)
+        self.rng = rng
+        self.fails_install = False
+        self.loses_power = False
+        self.slow = False
+        self.drifted = False
+        self.installs: Counter = Counter()
+
+
+class RoundStats(Model):
+    at: datetime
+    polls: dict[int, int]
+    installed: int
+    failed: int
+    by_sequence: dict[int, int]  # devices per running model sequence after the round
+
+
+class Simulator:
+    def __init__(
+        self,
+        url: str,
+        provisioning_token: str,
+        config: SimulationConfig,
+        installer: Installer,
+    ) -> None:
+        self.url, self.token, self.config, self.installer = url, provisioning_token, config, installer
+        self.rng = random.Random(config.seed)
+        self._clients: list[httpx.AsyncClient] = []
+        self.devices: list[SimDevice] = []
+
+    async def __aenter__(self) -> Simulator:
+        # Many small pools instead of one big one: httpx scans its whole pool on every request.
+        per_client = 4
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        self._clients = [
+            httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits)
+            for _ in range(max(1, -(-self.config.concurrency // per_client)))
+        ]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+    async def enrol(self) -> None:
+        assert self._clients, "use `async with Simulator(...)`"
+        c, f = self.config, self.config.faults
+        for i in range(c.devices):
+            http = self._clients[i % len(self._clients)]
+            d = SimDevice(http, f"sim-{i:06d}", c.classes[i % len(c.classes)], random.Random(c.seed * 7919 + i))
+            d.sequence, d.slot = c.initial_sequence, "confirmed"
+            d.fails_install = self.rng.random() < f.fail_install
+            d.loses_power = self.rng.random() < f.power_loss
+            d.slow = self.rng.random() < f.slow
+            d.drifted = self.rng.random() < f.drift
+            self.devices.append(d)
+        await self._bounded(lambda d: d.enrol(self.token))
+
+    async def round(self, now: datetime) -> RoundStats:
+        polls: Counter = Counter()
+        outcomes: Counter = Counter()
+
+        async def one(d: SimDevice) -> None:
+            r = await _retry(d.poll)
+            polls[r.status_code] += 1
+            if r.status_code == 200:
+                outcomes[await self._install(d, r.json())] += 1
+            await _retry(lambda: d.telemetry(self._window(d, now)))
+
+        await self._bounded(one)
+        return RoundStats(
+            at=now,
+            polls=dict(polls),
+            installed=outcomes["confirmed"],
+            failed=outcomes["failed"] + outcomes["reverted"],
+            by_sequence=dict(Counter(d.sequence for d in self.devices)),
+        )
+
+    async def _install(self, d: SimDevice, a: dict) -> str:
+        body = await self._download(d, a)
+        await _report(d, a["release_id"], "downloaded", None)
+        if hashlib.sha256(body).hexdigest() != a["sha256"]:
+            await _report(d, a["release_id"], "failed", "download digest mismatch")
+            return "failed"
+        outcome = self.installer(d, body, a)
+        if outcome.ok:
+            await _report(d, a["release_id"], "verified", None)
+            behaviour = self.behaviour(a["sequence"])
+            if d.fails_install or d.rng.random() < behaviour.crash_share.get(d.device_class, 0.0):
+                # the new slot does not come up: the bootloader falls back to the old one
+                await _report(d, a["release_id"], "reverted", "new image failed to boot; reverted")
+                d.slot = "reverted"
+                return "reverted"
+            d.sequence, d.slot, d.etag = a["sequence"], "confirmed", None
+            await _report(d, a["release_id"], "confirmed", None)
+            return "confirmed"
+        await _report(d, a["release_id"], outcome.stage, outcome.reason)
+        return outcome.stage
+
+    async def _download(self, d: SimDevice, a: dict) -> bytes:
+        if d.loses_power and not d.installs["power_cut"]:
+            d.installs["power_cut"] += 1
+            async with d.http.stream("GET", a["url"], headers=d._auth) as r:
+                part = b""
+                async for chunk in r.aiter_bytes():
+                    part += chunk
+                    if len(part) >= a["size"] // 2:
+                        part = part[: a["size"] // 2]  # power cut half-way: keep what reached flash
+                        break
+            rest = await d.download(a["url"], start=len(part))
+            return part + rest.content if rest.status_code == 206 else rest.content
+        return (await d.download(a["url"])).content
+
+    def behaviour(self, sequence: int) -> ReleaseBehaviour:
+        return self.config.behaviour.get(sequence, ReleaseBehaviour())
+
+    def _window(self, d: SimDevice, now: datetime) -> TelemetryAggregate:
+        b, n = self.behaviour(d.sequence), self.config.inferences_per_window
+        rng = np.random.default_rng(d.rng.getrandbits(64))
+        weights = np.asarray(b.class_weights, dtype=float)
+        if d.drifted:
+            weights[0] *= 3
+        latency = rng.gamma(9.0, b.latency_ms * (1.5 if d.slow else 1.0) / 9.0, n)
+        confidence = np.clip(rng.normal(b.confidence, 0.05, n), 0.0, 1.0)
+        lat = np.bincount(np.searchsorted(LATENCY_EDGES_MS, latency, side="left"), minlength=LATENCY_BINS)
+        conf = np.bincount(
+            np.minimum((confidence * CONFIDENCE_BINS).astype(int), CONFIDENCE_BINS - 1), minlength=CONFIDENCE_BINS
+        )
+        classes = np.bincount(rng.choice(len(weights), n, p=weights / weights.sum()), minlength=len(weights))
+        return TelemetryAggregate(
+            sequence=d.sequence,
+            window_start=now - timedelta(seconds=self.config.window_seconds),
+            window_end=now,
+            inference_count=n,
+            latency_hist=lat.tolist(),
+            confidence_hist=conf.tolist(),
+            class_hist=classes.tolist(),
+            errors=ErrorCounters(invoke=int(rng.binomial(n, b.error_rate))),
+            boot_count=1,
+        )
+
+    async def _bounded(self, fn: Callable) -> None:  # type: ignore[type-arg]
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def run(d: SimDevice) -> None:
+            async with gate:
+                await fn(d)
+
+        await asyncio.gather(*(run(d) for d in self.devices))
+
+
+def bundle_installer(trust: object, vendor: str = "tinymlops") -> Installer:
+    """Verify with the real bundle library: signature chain, class, anti-rollback, digest."""
+    from tinymlops.bundle import class_uuid, verify_bundle
+
+    def install(d: SimDevice, body: bytes, _: dict) -> Outcome:
+        result = verify_bundle(
+            body,
+            trust,
+            device_class=class_uuid(vendor, d.device_class),
+            min_sequence=d.sequence + 1,  # type: ignore[arg-type]
+        )
+        if result.ok:
+            return Outcome(ok=True, stage="verified")
+        return Outcome(ok=False, stage="failed", reason=f"verify: {getattr(result.reason, 'value', result.reason)}")
+
+    return install
+
+
+async def _retry(call: Callable, attempts: int = 5):  # type: ignore[no-untyped-def,type-arg]
+    """Devices retry until acknowledged; idempotency keys make the retries safe."""
+    for i in range(attempts):
+        try:
+            return await call()
+        except httpx.TransportError:
+            if i == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**i)
+
+
+async def _report(d: SimDevice, release_id: str, stage: str, reason: str | None) -> None:
+    key = uuid.uuid5(uuid.NAMESPACE_URL, f"{d.device_id}/{release_id}/{stage}").hex  # same key on every retry
+    await _retry(lambda: d.report(release_id, stage, reason, key=key))

@@ -1,0 +1,138 @@
+"""Privacy-preserving telemetry: fixed-bin aggregates a device sends, never raw inputs.
+
+Bins are fixed here (not chosen by devices), so aggregates from any device and any window add up
+bin by bin, and a canary and its control are always compared on the same grid.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Upper edges in milliseconds; one more bin catches everything above the last edge.
+LATENCY_EDGES_MS: tuple[float, ...] = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000)
+LATENCY_BINS = len(LATENCY_EDGES_MS) + 1
+CONFIDENCE_BINS = 20  # top-1 probability in [0, 1], 0.05 wide
+MAX_CLASSES = 256
+
+
+class ErrorCounters(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    invoke: int = Field(0, ge=0, description="interpreter Invoke() failures")
+    input: int = Field(0, ge=0, description="sensor frames rejected before inference")
+    watchdog: int = Field(0, ge=0, description="watchdog resets")
+
+    @property
+    def total(self) -> int:
+        return self.invoke + self.input + self.watchdog
+
+    def __add__(self, other: ErrorCounters) -> ErrorCounters:
+        return ErrorCounters(
+            invoke=self.invoke + other.invoke, input=self.input + other.input, watchdog=self.watchdog + other.watchdog
+        )
+
+
+class TelemetryAggregate(BaseModel):
+    """What one device saw over one window, on one model (`sequence`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sequence: int = Field(ge=0, description="manifest sequence of the model that ran")
+    window_start: datetime
+    window_end: datetime
+    inference_count: int = Field(0, ge=0)
+    latency_hist: list[int] = Field(default_factory=lambda: [0] * LATENCY_BINS)
+    confidence_hist: list[int] = Field(default_factory=lambda: [0] * CONFIDENCE_BINS)
+    class_hist: list[int] = Field(default_factory=list, max_length=MAX_CLASSES)
+    errors: ErrorCounters = ErrorCounters()
+    boot_count: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _bins_fit(self) -> TelemetryAggregate:
+        if self.window_end < self.window_start:
+            raise ValueError("window_end is before window_start")
+        if len(self.latency_hist) != LATENCY_BINS:
+            raise ValueError(f"latency_hist needs {LATENCY_BINS} bins, got {len(self.latency_hist)}")
+        if len(self.confidence_hist) != CONFIDENCE_BINS:
+            raise ValueError(f"confidence_hist needs {CONFIDENCE_BINS} bins, got {len(self.confidence_hist)}")
+        for name in ("latency_hist", "confidence_hist", "class_hist"):
+            hist = getattr(self, name)
+            if any(c < 0 for c in hist):
+                raise ValueError(f"{name} has a negative count")
+            if name != "class_hist" and sum(hist) > self.inference_count:
+                raise ValueError(f"{name} counts more than inference_count")
+        return self
+
+
+class Aggregate(BaseModel):
+    """Many TelemetryAggregates summed: the side of a canary-vs-control comparison."""
+
+    model_config = ConfigDict(frozen=True)
+    devices: int = 0
+    inference_count: int = 0
+    latency_hist: list[int] = Field(default_factory=lambda: [0] * LATENCY_BINS)
+    confidence_hist: list[int] = Field(default_factory=lambda: [0] * CONFIDENCE_BINS)
+    class_hist: list[int] = Field(default_factory=list)
+    errors: ErrorCounters = ErrorCounters()
+    boot_count: int = 0
+
+    @classmethod
+    def of(cls, items: list[TelemetryAggregate], devices: int | None = None) -> Aggregate:
+        width = max((len(t.class_hist) for t in items), default=0)
+        lat, conf, cls_ = [0] * LATENCY_BINS, [0] * CONFIDENCE_BINS, [0] * width
+        errors, count, boots = ErrorCounters(), 0, 0
+        for t in items:
+            _add(lat, t.latency_hist)
+            _add(conf, t.confidence_hist)
+            _add(cls_, t.class_hist)
+            errors, count, boots = errors + t.errors, count + t.inference_count, boots + t.boot_count
+        return cls(
+            devices=len(items) if devices is None else devices,
+            inference_count=count,
+            latency_hist=lat,
+            confidence_hist=conf,
+            class_hist=cls_,
+            errors=errors,
+            boot_count=boots,
+        )
+
+    def latency_quantile(self, q: float) -> float | None:
+        """Quantile in ms, linear inside the bin (the open last bin reports its lower edge)."""
+        total = sum(self.latency_hist)
+        if total == 0:
+            return None
+        target, seen = q * total, 0.0
+        for i, count in enumerate(self.latency_hist):
+            if count and seen + count >= target:
+                lo = 0.0 if i == 0 else LATENCY_EDGES_MS[i - 1]
+                if i >= len(LATENCY_EDGES_MS):
+                    return lo
+                return lo + (LATENCY_EDGES_MS[i] - lo) * (target - seen) / count
+            seen += count
+        return LATENCY_EDGES_MS[-1]
+
+    def mean_confidence(self) -> float | None:
+        total = sum(self.confidence_hist)
+        if total == 0:
+            return None
+        width = 1.0 / CONFIDENCE_BINS
+        return sum((i + 0.5) * width * c for i, c in enumerate(self.confidence_hist)) / total
+
+    def error_rate(self) -> float:
+        return self.errors.total / self.inference_count if self.inference_count else 0.0
+
+
+def _add(into: list[int], values: list[int]) -> None:
+    for i, v in enumerate(values):
+        into[i] += v
+
+
+def bin_latency(ms: float) -> int:
+    for i, edge in enumerate(LATENCY_EDGES_MS):
+        if ms <= edge:
+            return i
+    return len(LATENCY_EDGES_MS)
+
+
+def bin_confidence(p: float) -> int:
+    return min(int(max(p, 0.0) * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
