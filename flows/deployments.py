@@ -2,7 +2,8 @@
 
 prefect.yaml stays the one description (it also works with `prefect deploy --all`); this module
 reads it, makes sure the process work pool exists and deploys each entry from a local checkout,
-which needs no network, image or registry.
+which needs no network, image or registry. Deployments are named like Prefect names them,
+"<flow>/<deployment>" (pipeline/manual, rollout/manual), the flow being the entrypoint's function.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from uuid import UUID
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from tinymlops.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_FILE = "prefect.yaml"
@@ -42,6 +45,19 @@ class DeploymentSpec(BaseModel):
     work_pool: WorkPoolSpec
     schedules: list[ScheduleSpec] = Field(default_factory=list)
 
+    @property
+    def flow_name(self) -> str:
+        # Prefect's own convention (`prefect deploy -n flow/deployment` matches the function name)
+        return self.entrypoint.rpartition(":")[2]
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow_name}/{self.name}"
+
+    @property
+    def entrypoint_file(self) -> str:
+        return self.entrypoint.partition(":")[0]
+
 
 def read_specs(root: Path = REPO) -> list[DeploymentSpec]:
     data = yaml.safe_load((Path(root) / SPEC_FILE).read_text(encoding="utf-8"))
@@ -65,17 +81,25 @@ def ensure_process_pool(name: str) -> None:
             pass
 
 
+def selected(specs: list[DeploymentSpec], only: set[str] | None) -> list[DeploymentSpec]:
+    """`only` holds full names ("rollout/manual") or bare deployment names ("manual": every flow's)."""
+    return [s for s in specs if only is None or s.full_name in only or s.name in only]
+
+
 def register(root: Path = REPO, only: set[str] | None = None) -> dict[str, UUID]:
-    """Deploy every entry of prefect.yaml (or those named in `only`) from the checkout at `root`;
-    → {"pipeline/manual": deployment id, …}."""
+    """Deploy every entry of prefect.yaml (or those selected by `only`, see `selected`) from the
+    checkout at `root`; → {"pipeline/manual": deployment id, …}."""
     from prefect import Flow
     from prefect.schedules import Cron
 
     root = Path(root).resolve()
+    specs = selected(read_specs(root), only)
+    # Check every entrypoint first, so a missing flow file registers nothing rather than half.
+    for spec in specs:
+        if not (root / spec.entrypoint_file).is_file():
+            raise ConfigError(f"{SPEC_FILE}: {spec.full_name}: entrypoint file {spec.entrypoint_file} not found")
     ids: dict[str, UUID] = {}
-    for spec in read_specs(root):
-        if only is not None and spec.name not in only:
-            continue
+    for spec in specs:
         ensure_process_pool(spec.work_pool.name)
         flow = Flow.from_source(source=str(root), entrypoint=spec.entrypoint)
         deployment_id = flow.deploy(

@@ -1,5 +1,5 @@
 """The pipeline: versioned data → trained model → watermarked int8 → verified on TFLite Micro →
-signed bundle per device class → emulated hardware-in-the-loop → candidate."""
+signed bundle per device class → emulated hardware-in-the-loop → candidate → staged rollout."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from prefect import flow, runtime, unmapped
 
 import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+from flows.rollout import RolloutRun, rollout
 from flows.runners import task_runner_from_env
 from tasks.context import PipelineRun, load_context
 from tasks.data import ingest_data, split_data, validate_data, version_data
@@ -41,19 +42,23 @@ def pipeline(run: PipelineRun = PipelineRun()) -> PipelineSummary:
         hil_reports = hil_profile.map(unmapped(ctx), profiles, unmapped(bundle_dir)).result()
         hil_gate(ctx, tracker, hil_reports)
         version = register_candidate(ctx, tracker)
+        fleet = None
+        if version and run.rollout_devices:  # a dry run, or rollout_devices=0, stops at the candidate
+            fleet = rollout(RolloutRun(root=run.root, devices=run.rollout_devices))
         summary = summarise(
             ctx,
             tracker,
-            meta,
-            data_md5,
-            trained,
-            tflite_dir,
-            evaluation,
-            watermark,
-            bundle_dir,
-            hil_reports,
-            version,
-            started,
+            started=started,
+            meta=meta,
+            data_md5=data_md5,
+            trained=trained,
+            tflite_dir=tflite_dir,
+            evaluation=evaluation,
+            watermark=watermark,
+            bundle_dir=bundle_dir,
+            hil_reports=hil_reports,
+            model_version=version,
+            fleet=fleet,
         )
         ok = True
         return summary

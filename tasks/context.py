@@ -23,6 +23,9 @@ class PipelineRun(BaseModel):
     trigger: str = Field("manual", description="what started the run: manual, schedule, webhook")
     dataset: str | None = Field(None, description="override data.dataset (a registry name, e.g. digits)")
     dry_run: bool = Field(False, description="run and record everything, but do not move the candidate alias")
+    rollout_devices: int = Field(
+        400, ge=0, description="simulated fleet size for the staged rollout at the end (0: stop at candidate)"
+    )
     git_ref: str | None = Field(None, description="git ref that started the run (webhook), e.g. refs/heads/main")
     git_sha: str | None = Field(None, description="commit the push pointed at (webhook)")
     repository: str | None = Field(None, description="repository that was pushed to (webhook), owner/name")

@@ -15,6 +15,7 @@ from tasks.model import TrainedModel
 from tinymlops import stages, tracking
 from tinymlops.data.split import PreparedMeta
 from tinymlops.evaluate import EvaluationReport
+from tinymlops.fleet.simulation import SimulatedRollout
 from tinymlops.hil import HILReport
 from tinymlops.lineage import git_state
 from tinymlops.summary import PipelineSummary
@@ -67,6 +68,8 @@ def prefect_ui(flow_run_id: str) -> tuple[str, str]:
 def summarise(
     ctx: Context,
     tracker: Tracker,
+    *,
+    started: float,
     meta: PreparedMeta,
     data_md5: str,
     trained: TrainedModel,
@@ -76,7 +79,7 @@ def summarise(
     bundle_dir: Path,
     hil_reports: list[HILReport],
     model_version: str,
-    started: float,
+    fleet: SimulatedRollout | None,
 ) -> PipelineSummary:
     flow_run_id = str(runtime.flow_run.id)
     prefect_cmd, prefect_url = prefect_ui(flow_run_id)
@@ -100,6 +103,9 @@ def summarise(
         watermark_ber=watermark.ber,
         watermark_p_value=watermark.p_value,
         bundles=len(list(bundle_dir.glob("*.bundle"))),
+        rollout="not run"
+        if fleet is None
+        else f"{fleet.status} on {fleet.devices} simulated devices ({fleet.decision})",
         hil={r.profile: r.status + (f" ({r.reason.split(':')[0]})" if r.reason else "") for r in hil_reports},
         mlflow_run_id=tracker.run_id,
         mlflow_run_url=tracking.run_url(ctx.env, tracker.experiment_id, tracker.run_id),

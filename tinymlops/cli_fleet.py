@@ -92,4 +92,139 @@ def serve(
     )
 
 
+@app.command("simulate")
+def simulate(
+    devices: int = typer.Option(200, "--devices", min=1, help="simulated fleet size"),
+    bad_model: bool = typer.Option(False, "--bad-model", help="release a degraded model (last layer scrambled)"),
+    fail_install: float = typer.Option(0.0, "--fail-install", min=0, max=1, help="share whose new image won't boot"),
+    power_loss: float = typer.Option(0.0, "--power-loss", min=0, max=1, help="share losing power mid-download"),
+    slow: float = typer.Option(0.0, "--slow", min=0, max=1, help="share running 1.5x slower"),
+    drift: float = typer.Option(0.0, "--drift", min=0, max=1, help="share seeing drifted inputs"),
+    bundles: Path | None = typer.Option(None, "--bundles", help="release dir of <class>.bundle files (needs --trust)"),
+    rollback_bundles: Path | None = typer.Option(None, "--rollback-bundles", help="previous model, higher sequence"),
+    trust: Path | None = typer.Option(None, "--trust", help="root public key the bundles chain to"),
+    firmware_share: float = typer.Option(0.02, "--firmware-share", min=0, max=1, help="devices on the real firmware"),
+    seed: int = typer.Option(0, "--seed"),
+    root: Path = RootOpt,
+    report: Path | None = typer.Option(None, "--report", help="write the final report JSON and a PNG next to it"),
+) -> None:
+    """A staged rollout on a simulated fleet against a real fleet server (loopback, accelerated clock).
+
+    Without --bundles a quick signed release of the default model is built in a temp dir (params.yaml,
+    throwaway dev keys). Exit 1 unless the rollout succeeds."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from tinymlops.errors import ConfigError
+    from tinymlops.fleet.policy import RolloutPolicy
+    from tinymlops.fleet.simulation import plot_states, simulate_rollout
+    from tinymlops.fleet.simulator import Faults, SimulationConfig
+    from tinymlops.io import write_json
+
+    console = Console()
+    faults = Faults(fail_install=fail_install, power_loss=power_loss, slow=slow, drift=drift)
+    policy = RolloutPolicy.load_from(root)
+    with tempfile.TemporaryDirectory(prefix="tinymlops-simulate-") as tmp:
+        work = Path(tmp)
+        if bundles is None:
+            release, back, trust, profiles, field = _quick_release(root, work, bad_model, console)
+            rollback_id: str | None = "previous"
+        else:
+            if trust is None or not trust.is_file():
+                raise ConfigError("--trust: the root public key file is required with --bundles")
+            if bad_model:
+                raise ConfigError("--bad-model builds its own release: leave out --bundles")
+            release = {p.stem: p for p in sorted(bundles.glob("*.bundle"))}
+            if not release:
+                raise ConfigError(f"--bundles {bundles}: no *.bundle files")
+            back = {p.stem: p for p in sorted(rollback_bundles.glob("*.bundle"))} if rollback_bundles else None
+            rollback_id = "previous" if back else None
+            from tinymlops.device.profiles import load_profiles
+
+            profiles = [p for p in load_profiles(root) if p.device_class in release]
+            field = None
+        config = SimulationConfig(
+            devices=devices,
+            classes=sorted(release),
+            seed=seed,
+            faults=faults,
+            firmware_share=firmware_share,
+            profiles=profiles,
+            field_data=field,
+        )
+
+        def show(index: int, stats, rep) -> None:  # type: ignore[no-untyped-def]
+            table = Table(title=f"round {index + 1}: {rep.decision} → {rep.status}", title_justify="left")
+            for col in ("group", "assigned", "confirmed", "failed", "reverted", "installed now", "by sequence"):
+                table.add_column(col)
+            c = rep.counts
+            table.add_row(
+                str(rep.group_name),
+                str(c.assigned),
+                str(c.confirmed),
+                str(c.failed),
+                str(c.reverted),
+                str(stats.installed),
+                ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_sequence.items())),
+            )
+            console.print(table)
+            console.print(f"  {rep.reason}")
+
+        result = simulate_rollout(
+            "release",
+            release,
+            rollback_id,
+            back,
+            trust,
+            config,
+            policy,
+            work / "fleet",
+            on_round=show,  # type: ignore[arg-type]
+        )
+    console.print(
+        f"rollout {result.status} ({result.decision}) on {result.devices:,} devices "
+        f"({result.firmware_devices:,} on the real firmware) in {result.seconds:.1f} s; "
+        f"final states {result.states[-1]}"
+    )
+    if report is not None:
+        write_json(report, result.model_dump(mode="json"))
+        plot_states(result, report.with_suffix(".png"))
+        console.print(f"report: {report}, plot: {report.with_suffix('.png')}")
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _quick_release(root: Path, work: Path, bad: bool, console):  # type: ignore[no-untyped-def]
+    """Train and quantize the default model (params.yaml), sign a release per fitting class with
+    throwaway dev keys: the old model re-signed (sequence 3) is the rollback."""
+    from datetime import datetime, timedelta, timezone
+
+    from tinymlops import stages
+    from tinymlops.bundle import init_keys, load_signer
+    from tinymlops.data.split import load_split
+    from tinymlops.device.firmware import fit_problems
+    from tinymlops.device.profiles import load_profiles
+    from tinymlops.fleet.behaviour import degrade_model
+    from tinymlops.fleet.simulation import build_release
+    from tinymlops.settings import load_params
+
+    params = load_params(Path(root) / "params.yaml")
+    with console.status("building a quick release of the default model (data, train, int8)…"):
+        stages.ingest(params, Path(root), work / "raw")
+        stages.prepare(params, work / "raw", work / "prepared")
+        stages.train(params, work / "prepared", work / "keras")
+        stages.quantize(params, work / "prepared", work / "keras", work / "tflite")
+    model = (work / "tflite" / stages.INT8_TFLITE).read_bytes()
+    profiles = [p for p in load_profiles(root) if p.target and not fit_problems(model, p)]
+    keys = init_keys(work / "keys", None, now=datetime.now(timezone.utc) - timedelta(days=1))
+    signer = load_signer(work / "keys", None)
+    field = load_split(work / "prepared", "test").x
+    new = degrade_model(model, seed=1) if bad else model
+    release = build_release(new, profiles, signer, work / "release", sequence=2, model_version="new", field_x=field)
+    back = build_release(model, profiles, signer, work / "previous", sequence=3, model_version="old", field_x=field)
+    return release, back, keys.root_public, profiles, work / "prepared"
+
+
 COMMANDS = [("fleet", app)]

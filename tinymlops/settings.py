@@ -105,6 +105,7 @@ class TrackingConfig(ConfigFile):
     experiment: str = "tinymlops"
     registered_model: str = "tinymlops-int8"
     candidate_alias: str = "candidate"
+    production_alias: str = "production"  # moves only when a rollout's last group passes
 
 
 M = TypeVar("M", bound=BaseModel)

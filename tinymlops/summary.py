@@ -33,6 +33,7 @@ class PipelineSummary(BaseModel):
     watermark_p_value: float = 1.0
     bundles: int = 0
     hil: dict[str, str] = {}  # profile → passed / excluded (reason) / failed (reason)
+    rollout: str = "not run"
 
     def rows(self) -> list[tuple[str, str]]:
         drop = (self.accuracy_float - self.accuracy_int8_tflm) * 100
@@ -62,6 +63,7 @@ class PipelineSummary(BaseModel):
             ),
             ("signed bundles", f"{self.bundles} (one per target device class)"),
             ("hardware-in-the-loop", ", ".join(f"{k} {v}" for k, v in self.hil.items())),
+            ("staged rollout", self.rollout),
             ("MLflow run", self.mlflow_run_id),
             (
                 "registered model",

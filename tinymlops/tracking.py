@@ -43,6 +43,10 @@ class Tag:
     HIL_PROFILE = "hil.profile"
     HIL_STATUS = "hil.status"
     PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+    ROLLOUT_STATUS = "rollout.status"
+    ROLLOUT_DECISION = "rollout.decision"
+    ROLLOUT_EXCLUDED = "rollout.excluded_classes"
+    ROLLOUT_PROMOTED = "rollout.promoted"
 
 
 class Metric:
@@ -73,6 +77,11 @@ class Metric:
     HIL_PASSED = "hil_profiles_passed"
     HIL_EXCLUDED = "hil_profiles_excluded"
     HIL_FAILED = "hil_profiles_failed"
+    ROLLOUT_GROUP = "rollout_group_index"  # per round (step = round)
+    ROLLOUT_SUCCESS_RATE = "rollout_success_rate"
+    ROLLOUT_ERROR_RATE = "rollout_error_rate"
+    ROLLOUT_INSTALLED = "rollout_devices_installed"
+    ROLLOUT_FAILED = "rollout_devices_failed"
 
 
 class Artifact:
@@ -89,6 +98,7 @@ class Artifact:
     BUNDLES = "bundles"  # bundles/<device class>/{bundle file, manifest.json}
     PUBLIC_KEYS = "keys"  # root public key and the signing key's statement: public material only
     HIL = "hil"
+    ROLLOUT = "rollout"
 
 
 def _client(tracking_uri: str):
@@ -352,10 +362,38 @@ def run_url(env: Environment, experiment_id: str, run_id: str, port: int = 5000)
 
 def download_candidate(env: Environment, config: TrackingConfig, dst: Path | None = None) -> Path:
     """The int8 file behind the `candidate` alias (what later stages sign and ship)."""
+    return download_alias(env, config, config.candidate_alias, dst)
+
+
+def download_alias(env: Environment, config: TrackingConfig, alias: str, dst: Path | None = None) -> Path:
     import mlflow
 
-    dst = Path(dst or tempfile.mkdtemp(prefix="tinymlops-candidate-"))
-    uri = f"models:/{config.registered_model}@{config.candidate_alias}"
+    dst = Path(dst or tempfile.mkdtemp(prefix=f"tinymlops-{alias}-"))
+    uri = f"models:/{config.registered_model}@{alias}"
     mlflow.set_tracking_uri(env.tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     return next(iter(sorted(local.rglob("*.tflite"))), local)
+
+
+class Registry:
+    """The registered model's aliases: candidate (passed the pipeline) and production (rolled out)."""
+
+    def __init__(self, env: Environment, config: TrackingConfig) -> None:
+        self.env, self.config, self.client = env, config, _client(env.tracking_uri)
+
+    def version(self, alias: str):  # → ModelVersion | None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.config.registered_model, alias)
+        except MlflowException:
+            return None
+
+    def production_model(self, dst: Path) -> Path | None:
+        """The int8 file now in production, or None before the first successful rollout."""
+        if self.version(self.config.production_alias) is None:
+            return None
+        return download_alias(self.env, self.config, self.config.production_alias, dst)
+
+    def promote(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.config.registered_model, self.config.production_alias, version)

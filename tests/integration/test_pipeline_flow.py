@@ -56,8 +56,11 @@ def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect
     assert run.data.params["quantize.mode"] == "ptq"
     assert run.data.params["data.dataset"] == "digits"
 
-    # metrics: every figure named in tracking.Metric except the per-epoch prefix
-    expected = {v for k, v in vars(Metric).items() if k.isupper() and k != "EPOCH_PREFIX"}
+    # metrics: every figure named in tracking.Metric except the per-epoch prefix (and the rollout's,
+    # which go to its own nested run, checked below)
+    expected = {
+        v for k, v in vars(Metric).items() if k.isupper() and k != "EPOCH_PREFIX" and not k.startswith("ROLLOUT")
+    }
     assert expected <= set(run.data.metrics), expected - set(run.data.metrics)
     assert run.data.metrics[Metric.ACCURACY_INT8_TFLM] == pytest.approx(summary.accuracy_int8_tflm)
     assert len(client.get_metric_history(run.info.run_id, Metric.EPOCH_PREFIX + "val_accuracy")) >= 2
@@ -115,10 +118,29 @@ def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.`{Tag.PARENT_RUN}` = '{run.info.run_id}'"
     )
-    status = {c.data.tags[Tag.HIL_PROFILE]: c.data.tags[Tag.HIL_STATUS] for c in children}
+    status = {
+        c.data.tags[Tag.HIL_PROFILE]: c.data.tags[Tag.HIL_STATUS] for c in children if Tag.HIL_PROFILE in c.data.tags
+    }
     assert status == {p.name: summary.hil[p.name].split()[0] for p in load_profiles(project)}
     assert status["stm32l072-lora"] == "excluded" and status["nrf52840"] == "passed"
     assert run.data.metrics[Metric.HIL_PASSED] == 4
+
+    # the run ended with a staged rollout on a simulated fleet: a nested run, gates, promotion
+    assert summary.rollout.startswith("succeeded on 400 simulated devices"), summary.rollout
+    [rollout_run] = [
+        c
+        for c in client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`{Tag.PARENT_RUN}` = '{run.info.run_id}'"
+        )
+        if c.info.run_name.startswith("rollout-")
+    ]
+    assert rollout_run.data.tags[Tag.ROLLOUT_STATUS] == "succeeded"
+    assert rollout_run.data.tags[Tag.ROLLOUT_EXCLUDED] == "stm32l0-lora-node"  # HIL: does not fit
+    assert (
+        len(client.get_metric_history(rollout_run.info.run_id, Metric.ROLLOUT_SUCCESS_RATE)) >= 4
+    )  # ≥ a round a group
+    production = client.get_model_version_by_alias(config.registered_model, config.production_alias)
+    assert str(production.version) == summary.model_version
 
     # DVC: the lock records the data, and the local remote holds it
     lock = yaml.safe_load((project / "dvc.lock").read_text())
@@ -139,18 +161,27 @@ def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect
     assert made == {"pipeline-summary", "hil-matrix"}
 
     # Unchanged data, params and code: the trained model is reused, bytes identical.
-    again = _run(project)
+    again = _run(project, rollout_devices=0)
     assert again.train_cache_hit
     assert again.int8_sha256 == summary.int8_sha256 and again.data_md5 == summary.data_md5
     assert client.get_run(again.mlflow_run_id).data.tags[Tag.TRAIN_CACHE_HIT] == "True"
     assert again.model_version == str(int(summary.model_version) + 1)
+
+    # A rollout of v2 where half the devices fail to install: stopped at the canary and rolled
+    # back to v1 re-signed at a higher sequence; `production` stays on v1.
+    from flows.rollout import RolloutRun, rollout
+
+    bad = rollout(RolloutRun(root=str(project), devices=200, fail_install=0.5))
+    assert bad.status in ("rolled_back", "aborted") and bad.reports[-1].group_name == "canary", bad.decision
+    production = client.get_model_version_by_alias(config.registered_model, config.production_alias)
+    assert str(production.version) == summary.model_version != again.model_version
 
     # A failed quality gate fails the run, marks it FAILED and leaves the alias where it was.
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["min_float_accuracy"] = 0.9999
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ModelError, match="quality gate failed: float accuracy"):
-        _run(project)
+        _run(project, rollout_devices=0)
     latest = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert latest.info.status == "FAILED"
     still = client.get_model_version_by_alias(config.registered_model, config.candidate_alias)
@@ -158,7 +189,7 @@ def test_pipeline_records_everything_and_reuses_the_model(project: Path, prefect
 
 
 def test_flow_parameters_override_params_yaml(project: Path, prefect_server) -> None:
-    summary = _run(project, epochs=2, quantization_mode="qat")
+    summary = _run(project, epochs=2, quantization_mode="qat", rollout_devices=0)
     assert summary.quantize_mode == "qat"
     from mlflow import MlflowClient
 
@@ -172,6 +203,6 @@ def test_pipeline_runs_from_any_working_directory(project: Path, prefect_server,
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    summary = _run(project)
+    summary = _run(project, rollout_devices=0)
     assert summary.data_md5 == output_md5(project)
     assert not (elsewhere / "data").exists() and not (elsewhere / "dvc.lock").exists()

@@ -150,6 +150,7 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
             run = PipelineRun(
                 root=str(project),
+                rollout_devices=0,  # the fleet server on PostgreSQL is tested in test_fleet_server.py
                 trigger="webhook",
                 git_ref="refs/heads/main",
                 git_sha="0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",

@@ -66,18 +66,20 @@ def test_serve_runs_ui_and_webhook_runs_then_stops_cleanly(project: Path, tmp_pa
     try:
         wait_for(lambda: f"Prefect UI: http://127.0.0.1:{port}" in log.read_text(), "no UI URL printed", 180, log)
         deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
-        by_name = {d["name"]: d for d in deployments}
-        assert set(by_name) == {"manual", "retrain-nightly"}
-        [nightly] = by_name["retrain-nightly"]["schedules"]
+        flow_name = lambda d: httpx.get(f"{api}/flows/{d['flow_id']}").json()["name"]  # noqa: E731
+        by_name = {f"{flow_name(d)}/{d['name']}": d for d in deployments}
+        assert set(by_name) == {"pipeline/manual", "pipeline/retrain-nightly", "rollout/manual"}
+        [nightly] = by_name["pipeline/retrain-nightly"]["schedules"]
         assert nightly["schedule"] == {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "day_or": True}
-        assert by_name["manual"]["schedules"] == []
+        assert by_name["pipeline/manual"]["schedules"] == by_name["rollout/manual"]["schedules"] == []
         workers = lambda: httpx.post(f"{api}/work_pools/tinymlops-process/workers/filter", json={}).json()  # noqa: E731
         wait_for(workers, "no worker polling the pool", 60, log)
 
         # 1. a run created the way the UI creates one
-        manual = by_name["manual"]["id"]
+        manual = by_name["pipeline/manual"]["id"]
         created = httpx.post(
-            f"{api}/deployments/{manual}/create_flow_run", json={"parameters": {"run": {"trigger": "manual"}}}
+            f"{api}/deployments/{manual}/create_flow_run",
+            json={"parameters": {"run": {"trigger": "manual", "rollout_devices": 0}}},
         )
         assert created.status_code == 201, created.text
         ui_run = wait_for(lambda: finished_run(api, created.json()["id"]), "UI-style run not completed", 420, log)

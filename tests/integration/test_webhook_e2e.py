@@ -36,7 +36,7 @@ def free_port() -> int:
 def manual_deployment(prefect_server) -> str:
     from flows.deployments import register
 
-    ids = register(REPO, only={"manual"})
+    ids = register(REPO, only={"pipeline/manual"})
     return str(ids["pipeline/manual"])
 
 

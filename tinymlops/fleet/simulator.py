@@ -21,11 +21,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tinymlops.data.split import Split
+from tinymlops.device.profiles import DeviceProfile
 from tinymlops.fleet.client import AsyncDevice
 from tinymlops.fleet.telemetry import CONFIDENCE_BINS, LATENCY_BINS, LATENCY_EDGES_MS, ErrorCounters, TelemetryAggregate
 
@@ -35,13 +38,35 @@ class Model(BaseModel):
 
 
 class ReleaseBehaviour(Model):
-    """How a model behaves on devices: what the health gates get to see."""
+    """How a model behaves on devices: what the health gates get to see.
+
+    Either synthetic (the defaults, or hand-set numbers: an override for a scenario) or measured on
+    TFLite Micro from the real model with `ReleaseBehaviour.from_model` (source="tflm")."""
 
     latency_ms: float = Field(9.0, gt=0, description="mean inference latency")
+    latency_ms_by_class: dict[str, float] = Field(default_factory=dict, description="device class → mean latency")
     confidence: float = Field(0.9, ge=0, le=1, description="mean top-1 confidence")
     class_weights: list[float] = Field(default_factory=lambda: [1.0] * 10)
+    confidence_weights: list[float] | None = Field(None, description="measured share per top-1 confidence bin")
+    drift_class_weights: list[float] | None = Field(None, description="measured on drifted field samples")
+    drift_confidence_weights: list[float] | None = None
     crash_share: dict[str, float] = Field(default_factory=dict, description="device class → share that fail install")
     error_rate: float = Field(0.0, ge=0, le=1, description="inference errors per inference")
+    source: str = Field("synthetic", description="synthetic | tflm")
+    samples: int = Field(0, ge=0, description="field samples measured (tflm)")
+
+    @classmethod
+    def from_model(
+        cls, int8_bytes: bytes, field_split: Split, profile: DeviceProfile | list[DeviceProfile], seed: int = 0
+    ) -> ReleaseBehaviour:
+        """Measured on TFLite Micro over the field samples (clean and drifted); latency from the
+        estimator for each profile (see tinymlops.fleet.behaviour)."""
+        from tinymlops.fleet.behaviour import measure_behaviour
+
+        return measure_behaviour(int8_bytes, field_split, profile, seed)
+
+    def latency_for(self, device_class: str) -> float:
+        return self.latency_ms_by_class.get(device_class, self.latency_ms)
 
 
 class Faults(Model):
@@ -52,6 +77,9 @@ class Faults(Model):
 
 
 class SimulationConfig(Model):
+    """`behaviour` overrides what simulate_rollout measures (by sequence). `firmware_share` of the
+    devices (all of them up to `firmware_all_up_to`) run the real firmware emulator."""
+
     devices: int = Field(100, ge=1)
     classes: list[str] = Field(default_factory=lambda: ["m4"])
     seed: int = 0
@@ -61,11 +89,17 @@ class SimulationConfig(Model):
     window_seconds: float = Field(300, gt=0)
     concurrency: int = Field(32, ge=1, description="devices talking to the server at once")
     initial_sequence: int = Field(1, ge=0, description="the model every device runs at the start")
+    firmware_share: float = Field(0.02, ge=0, le=1, description="seeded share of devices on the real firmware")
+    firmware_all_up_to: int = Field(100, ge=0, description="fleets this small run the firmware on every device")
+    profiles: list[DeviceProfile] = Field(default_factory=list, description="for the firmware; default devices.yaml")
+    field_data: Path | None = Field(None, description="prepared data dir: its test split is the devices' field data")
 
 
 class Outcome(Model):
     ok: bool
-    stage: str  # the report stage: confirmed | failed | reverted
+    # verified: the bundle checked out, the simulator plays the boot (and injected crashes);
+    # confirmed | reverted | failed: the installer ran the whole install itself (real firmware)
+    stage: str
     reason: str | None = None
 
 
@@ -80,6 +114,10 @@ class SimDevice(AsyncDevice):
         self.loses_power = False
         self.slow = False
         self.drifted = False
+        self.crashes_next = False  # the image being installed will not come up (injected fault)
+        self.firmware: object | None = None  # a tinymlops.device.firmware.Device when it runs the real one
+        self.crash_switch = CrashSwitch()  # the fault hook of that Device's Flash
+        self.last_outcome: str | None = None  # confirmed | failed | reverted, for the per-state counts
         self.installs: Counter = Counter()
 
 
@@ -158,11 +196,25 @@ class Simulator:
         if hashlib.sha256(body).hexdigest() != a["sha256"]:
             await _report(d, a["release_id"], "failed", "download digest mismatch")
             return "failed"
+        crash_share = self.behaviour(a["sequence"]).crash_share.get(d.device_class, 0.0)
+        d.crashes_next = d.fails_install or d.rng.random() < crash_share
+        d.last_outcome = await self._run_installer(d, body, a)
+        return d.last_outcome
+
+    async def _run_installer(self, d: SimDevice, body: bytes, a: dict) -> str:
         outcome = self.installer(d, body, a)
+        if outcome.stage in ("confirmed", "reverted"):  # the firmware booted (or refused) the image itself
+            await _report(d, a["release_id"], "verified", None)
+            await _report(d, a["release_id"], "installed", None)
+            if outcome.stage == "confirmed":
+                d.sequence, d.slot, d.etag = a["sequence"], "confirmed", None
+            else:
+                d.slot = "reverted"
+            await _report(d, a["release_id"], outcome.stage, outcome.reason)
+            return outcome.stage
         if outcome.ok:
             await _report(d, a["release_id"], "verified", None)
-            behaviour = self.behaviour(a["sequence"])
-            if d.fails_install or d.rng.random() < behaviour.crash_share.get(d.device_class, 0.0):
+            if d.crashes_next:
                 # the new slot does not come up: the bootloader falls back to the old one
                 await _report(d, a["release_id"], "reverted", "new image failed to boot; reverted")
                 d.slot = "reverted"
@@ -194,15 +246,22 @@ class Simulator:
         b, n = self.behaviour(d.sequence), self.config.inferences_per_window
         rng = np.random.default_rng(d.rng.getrandbits(64))
         weights = np.asarray(b.class_weights, dtype=float)
-        if d.drifted:
-            weights[0] *= 3
-        latency = rng.gamma(9.0, b.latency_ms * (1.5 if d.slow else 1.0) / 9.0, n)
-        confidence = np.clip(rng.normal(b.confidence, 0.05, n), 0.0, 1.0)
+        conf_weights = b.confidence_weights
+        if d.drifted and b.drift_class_weights is not None:
+            weights, conf_weights = np.asarray(b.drift_class_weights, dtype=float), b.drift_confidence_weights
+        elif d.drifted:
+            weights[0] *= 3  # synthetic behaviour: drift as one over-predicted class
+        latency = rng.gamma(9.0, b.latency_for(d.device_class) * (1.5 if d.slow else 1.0) / 9.0, n)
         lat = np.bincount(np.searchsorted(LATENCY_EDGES_MS, latency, side="left"), minlength=LATENCY_BINS)
-        conf = np.bincount(
-            np.minimum((confidence * CONFIDENCE_BINS).astype(int), CONFIDENCE_BINS - 1), minlength=CONFIDENCE_BINS
-        )
-        classes = np.bincount(rng.choice(len(weights), n, p=weights / weights.sum()), minlength=len(weights))
+        if conf_weights is not None:  # measured on TFLM: draw the window from the measured histogram
+            p = np.asarray(conf_weights, dtype=float)
+            conf = rng.multinomial(n, p / p.sum())
+        else:
+            confidence = np.clip(rng.normal(b.confidence, 0.05, n), 0.0, 1.0)
+            conf = np.bincount(
+                np.minimum((confidence * CONFIDENCE_BINS).astype(int), CONFIDENCE_BINS - 1), minlength=CONFIDENCE_BINS
+            )
+        classes = rng.multinomial(n, weights / weights.sum())
         return TelemetryAggregate(
             sequence=d.sequence,
             window_start=now - timedelta(seconds=self.config.window_seconds),
@@ -257,3 +316,55 @@ async def _retry(call: Callable, attempts: int = 5):  # type: ignore[no-untyped-
 async def _report(d: SimDevice, release_id: str, stage: str, reason: str | None) -> None:
     key = uuid.uuid5(uuid.NAMESPACE_URL, f"{d.device_id}/{release_id}/{stage}").hex  # same key on every retry
     await _retry(lambda: d.report(release_id, stage, reason, key=key))
+
+
+class _Crash(Exception):
+    """The emulated board resets (watchdog) before the new image confirms itself."""
+
+
+class CrashSwitch:
+    """A Flash fault hook: while armed, the board dies right before the boot that would confirm."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self, point: str) -> None:
+        if self.armed and point == "state.confirm:before":
+            raise _Crash(point)
+
+
+def firmware_installer(fallback: Installer) -> Installer:
+    """Devices that carry a real firmware emulator (`d.firmware`, a tinymlops.device.firmware.Device
+    whose Flash has a CrashSwitch) install through it: real verify against the device's own
+    anti-rollback floor, flash/arena/ops fit checks on TFLM, A/B slot writes, reboot and the
+    golden-vector self-test. An injected crash is played on the firmware too: the image is written,
+    every boot dies before confirming, and the bootloader reverts after its attempt limit.
+    Every other device goes through `fallback` (verify only)."""
+
+    def install(d: SimDevice, body: bytes, a: dict) -> Outcome:
+        device = d.firmware
+        if device is None:
+            return fallback(d, body, a)
+        if not d.crashes_next:
+            result = device.install(body)  # type: ignore[attr-defined]
+            if result.ok:
+                return Outcome(ok=True, stage="confirmed")
+            stage = "reverted" if result.stage == "selftest" else "failed"
+            return Outcome(ok=False, stage=stage, reason=f"firmware {result.reason}: {result.detail}"[:255])
+        result = device.install(body, reboot=False)  # type: ignore[attr-defined]
+        if not result.ok:
+            return Outcome(ok=False, stage="failed", reason=f"firmware {result.reason}: {result.detail}"[:255])
+        switch, detail = d.crash_switch, "the new image never confirmed"
+        switch.armed = True
+        try:
+            for _ in range(device.max_boot_attempts + 2):  # type: ignore[attr-defined]
+                try:
+                    detail = device.boot().detail  # type: ignore[attr-defined]
+                    break
+                except _Crash:
+                    continue
+        finally:
+            switch.armed = False
+        return Outcome(ok=False, stage="reverted", reason=f"firmware: {detail}"[:255])
+
+    return install

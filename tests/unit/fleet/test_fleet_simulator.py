@@ -141,3 +141,39 @@ def test_prediction_drift_is_caught(server, signed) -> None:  # type: ignore[no-
     reports, _ = rollout(server, signed, config, rounds=1)
     assert reports[0].decision == "rollback"
     assert "class_psi" in [g.gate for g in reports[0].health.failed]
+
+
+def test_pause_resume_and_abort_through_the_admin_api_mid_rollout(server, signed) -> None:  # type: ignore[no-untyped-def]
+    url, clock, admin = server
+    trust = bundle_lib.load_trust(signed[0].root_public)
+    config = SimulationConfig(devices=40, classes=CLASSES)
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with Simulator(url, PROVISION, config, bundle_installer(trust)) as sim:
+            await sim.enrol()
+            admin.create_rollout("r2", rollback_release_id="r1b", rollout_id="ops")
+            admin.verb("ops", "start")
+
+            async def round_then_step(seconds: float):  # type: ignore[no-untyped-def]
+                clock.now += timedelta(seconds=seconds)
+                stats = await sim.round(clock.now)
+                return stats, await asyncio.to_thread(admin.step, "ops")
+
+            _, canary = await round_then_step(61)  # canary passes → "half" is assigned
+            paused = admin.verb("ops", "pause", "investigating a support ticket")
+            held, while_paused = await round_then_step(0)  # "half" installs what it got; nothing is judged
+            resumed = admin.verb("ops", "resume")
+            judged = await asyncio.to_thread(admin.step, "ops")  # running again: judged, still soaking
+            aborted = admin.verb("ops", "abort", "pulling the release")
+            late, after_abort = await round_then_step(3600)
+            return canary, paused, held, while_paused, resumed, judged, aborted, late, after_abort
+
+    canary, paused, held, while_paused, resumed, judged, aborted, late, after_abort = asyncio.run(go())
+    assert canary.decision == "advance" and canary.group_name == "half"  # the group it moved to
+    assert paused.status == "paused" and while_paused.decision == "idle" and while_paused.status == "paused"
+    assert held.by_sequence[2] == 20  # half of each class installed while paused: pause holds, it does not revoke
+    assert resumed.status == "running" and judged.decision == "wait" and "soaking" in judged.reason
+    assert aborted.status == "aborted" and after_abort.decision == "idle" and after_abort.status == "aborted"
+    assert late.installed == 0 and late.by_sequence == {1: 20, 2: 20}  # abort: nobody beyond "half" is assigned
+    audit = {(e["actor"], e["action"]) for e in admin.audit(50) if e["target"] == "ops"}
+    assert {("ops", "pause"), ("ops", "resume"), ("ops", "abort")} <= audit
