@@ -71,7 +71,8 @@ def bare_work(params, prepared: Path, work: Path) -> float:
     selftest = hil.golden_vectors(int8, hil.quantized_test(int8, te), n=8, tolerance=1)
     for profile in profiles:
         draft = hil.manifest_draft(int8, profile, model_name="bench", model_version="1", sequence=1, selftest=selftest)
-        bundle = build_bundle(int8, draft, signer, work / "bundles" / f"{profile.name}.bundle")
+        bundle = work / "bundles" / f"{profile.name}.bundle"
+        build_bundle(int8, draft, signer, bundle)
         hil.run_hil(bundle, profile, trust, te, work / "devices")
     return time.perf_counter() - start
 
