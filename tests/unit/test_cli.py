@@ -4,7 +4,6 @@ traceback, nothing half-written); `--debug` shows the exception; help always wor
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -12,23 +11,10 @@ import numpy as np
 import pytest
 import typer
 import yaml
+from cli_helpers import run_cli
 
 from tinymlops import cli
 from tinymlops.errors import ConfigError
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `tinymlops ARGS` like the console script does; → (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["tinymlops", *args])
-    monkeypatch.setitem(cli._state, "debug", False)
-    capsys.readouterr()  # drop anything printed before
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def edit_params(project: Path, **sections: dict[str, object]) -> None:

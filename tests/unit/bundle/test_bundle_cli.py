@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-from tinymlops import cli
 from tinymlops.bundle import class_uuid
 
 PASSPHRASE = "tinymlops-test-passphrase-7f3a"
 
 
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tinymlops", *map(str, args)])
-    monkeypatch.setitem(cli._state, "debug", False)
-    capsys.readouterr()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    assert PASSPHRASE not in captured.out + captured.err  # never shown, whatever the command
-    return code, captured.out, captured.err
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert PASSPHRASE not in out + err  # never shown, whatever the command
+    return code, out, err
 
 
 @pytest.fixture

@@ -3,32 +3,19 @@ run parameters (PipelineRun) that UI and webhook runs fill in."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-from tinymlops import cli
 from tinymlops.errors import ConfigError
 from tinymlops.triggers import WebhookEnv
 from tinymlops.triggers.config import WebhookError
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["tinymlops", *args])
-    monkeypatch.setitem(cli._state, "debug", False)
-    capsys.readouterr()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 def test_webhook_serve_without_secret_is_one_line(project: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("TINYMLOPS_WEBHOOK_SECRET", raising=False)
-    code, err = run_cli(monkeypatch, capsys, "webhook", "serve", "--root", str(project))
+    code, _, err = run_cli(monkeypatch, capsys, "webhook", "serve", "--root", str(project))
     assert code == 1
     assert err.strip() == "error: TINYMLOPS_WEBHOOK_SECRET is not set: the receiver refuses unsigned deliveries"
 
@@ -36,12 +23,12 @@ def test_webhook_serve_without_secret_is_one_line(project: Path, monkeypatch, ca
 def test_webhook_serve_with_bad_config_names_the_key(project: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TINYMLOPS_WEBHOOK_SECRET", "s3cret")
     (project / "configs" / "webhook.yaml").write_text("branchs: [main]\n")
-    code, err = run_cli(monkeypatch, capsys, "webhook", "serve", "--root", str(project))
+    code, _, err = run_cli(monkeypatch, capsys, "webhook", "serve", "--root", str(project))
     assert code == 1 and "webhook.yaml: unknown key 'branchs'" in err and "s3cret" not in err
 
 
 def test_deploy_without_prefect_yaml_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
-    code, err = run_cli(monkeypatch, capsys, "deploy", "--root", str(tmp_path))
+    code, _, err = run_cli(monkeypatch, capsys, "deploy", "--root", str(tmp_path))
     assert code == 1 and err.count("\n") == 1 and "prefect.yaml: file not found" in err
 
 
