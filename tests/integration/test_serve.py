@@ -46,6 +46,17 @@ def finished_run(api: str, run_id: str) -> dict | None:
     return run if run["state_type"] == "COMPLETED" else None
 
 
+def post_retrying(url: str, body: dict, attempts: int = 10) -> httpx.Response:
+    """POST as Prefect's own client does: a 503 (SQLite briefly locked while the server's scheduler
+    and the worker start up) is retried with backoff; anything else is returned as it is."""
+    for attempt in range(attempts):
+        response = httpx.post(url, json=body)
+        if response.status_code != 503:
+            return response
+        time.sleep(0.5 * (attempt + 1))
+    return response
+
+
 def test_serve_runs_ui_and_webhook_runs_then_stops_cleanly(project: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
@@ -77,9 +88,9 @@ def test_serve_runs_ui_and_webhook_runs_then_stops_cleanly(project: Path, tmp_pa
 
         # 1. a run created the way the UI creates one
         manual = by_name["pipeline/manual"]["id"]
-        created = httpx.post(
+        created = post_retrying(
             f"{api}/deployments/{manual}/create_flow_run",
-            json={"parameters": {"run": {"trigger": "manual", "rollout_devices": 0}}},
+            {"parameters": {"run": {"trigger": "manual", "rollout_devices": 0}}},
         )
         assert created.status_code == 201, created.text
         ui_run = wait_for(lambda: finished_run(api, created.json()["id"]), "UI-style run not completed", 420, log)
