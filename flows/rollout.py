@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from prefect import flow, runtime
 from pydantic import BaseModel, ConfigDict, Field
-from tinymlops.fleet.simulation import SimulatedRollout
 
 from tasks.context import PipelineRun, load_context
 from tasks.rollout import RolloutPlan, plan_rollout, promote, staged_rollout
+from tinymlops.fleet.simulation import SimulatedRollout
 from tinymlops.fleet.simulator import Faults
 from tinymlops.tracking import Tag, Tracker
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import io
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from bundle_keys import NOW, keys, signer, trust  # noqa: F401  (shared fixtures)
 
 from tinymlops.bundle import (
     ManifestDraft,
@@ -36,7 +37,6 @@ from tinymlops.bundle import (
 from tinymlops.bundle import manifest as mf
 
 VENDOR, DEVICE_CLASS = "acme.example", "cortex-m4f-256k"
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def draft(sequence: int = 7, device_class: str = DEVICE_CLASS, lifetime_days: float = 30) -> ManifestDraft:
@@ -50,23 +50,6 @@ def draft(sequence: int = 7, device_class: str = DEVICE_CLASS, lifetime_days: fl
         ops=["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"],
         lifetime=timedelta(days=lifetime_days),
     )
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory, now=NOW - timedelta(days=1))
-    return directory
-
-
-@pytest.fixture(scope="module")
-def trust(keys: Path) -> TrustAnchor:
-    return load_trust(keys / "root.pub")
-
-
-@pytest.fixture(scope="module")
-def signer(keys: Path) -> Signer:
-    return load_signer(keys, now=NOW)
 
 
 @pytest.fixture

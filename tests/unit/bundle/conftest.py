@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime
 
 import pytest
+from bundle_keys import NOW, keys, signer, trust  # noqa: F401  (shared fixtures)
 
-from tinymlops.bundle import ManifestDraft, Signer, TrustAnchor, init_keys, load_signer, load_trust
-
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+from tinymlops.bundle import ManifestDraft
 
 
 @pytest.fixture
 def now() -> datetime:
     return NOW
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory, now=NOW - timedelta(days=1))
-    return directory
-
-
-@pytest.fixture(scope="module")
-def trust(keys: Path) -> TrustAnchor:
-    return load_trust(keys / "root.pub")
-
-
-@pytest.fixture(scope="module")
-def signer(keys: Path) -> Signer:
-    return load_signer(keys, now=NOW)
 
 
 @pytest.fixture
