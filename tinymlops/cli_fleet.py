@@ -53,6 +53,7 @@ def serve(
     root: Path = RootOpt,
     db_url: str | None = DbOpt,
     trust: Path | None = typer.Option(None, "--trust", help="root public key bundles must chain to"),
+    revocations: Path | None = typer.Option(None, "--revocations", help="root-signed revocation list file"),
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes"),
     tick_seconds: float = typer.Option(5.0, "--tick-seconds", help="rollout judging interval; 0 turns it off"),
 ) -> None:
@@ -67,9 +68,11 @@ def serve(
     from tinymlops.fleet.store import make_engine
     from tinymlops.fleet.store import migrate as run
 
-    settings = _settings(root, db_url, trust_anchor=trust, tick_seconds=tick_seconds or None)
+    settings = _settings(root, db_url, trust_anchor=trust, revocations=revocations, tick_seconds=tick_seconds or None)
     if settings.trust_anchor is not None and not settings.trust_anchor.is_file():
         raise ConfigError(f"{settings.trust_anchor}: trust anchor file not found")
+    if settings.revocations is not None and not settings.revocations.is_file():
+        raise ConfigError(f"{settings.revocations}: revocation list file not found")
     if not settings.admin_tokens:
         typer.echo("warning: TINYMLOPS_FLEET_ADMIN_TOKENS is not set: the admin API refuses everyone", err=True)
     engine = make_engine(settings.db_url)
@@ -87,6 +90,8 @@ def serve(
     os.environ["TINYMLOPS_ROOT"] = str(Path(root).resolve())
     if trust is not None:
         os.environ["TINYMLOPS_FLEET_TRUST"] = str(trust.resolve())
+    if revocations is not None:
+        os.environ["TINYMLOPS_FLEET_REVOCATIONS"] = str(revocations.resolve())
     uvicorn.run(
         "tinymlops.fleet.server:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning"
     )

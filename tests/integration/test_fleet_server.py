@@ -316,6 +316,38 @@ def test_upload_verifies_bundles_before_keeping_them(fleet: Fleet, bundles, tmp_
     assert dup.value.status == 409 and fleet.count(m.release_bundles) == 1
 
 
+def test_upload_refuses_a_bundle_signed_by_a_revoked_key(tmp_path: Path) -> None:
+    """The server checks the root-signed revocation list on every upload, re-read each time."""
+    directory = tmp_path / "keys"
+    paths = bundle_lib.init_keys(directory, None, now=T0 - timedelta(days=1))
+    draft = bundle_lib.ManifestDraft(
+        model_name="digits",
+        model_version="r2",
+        sequence=2,
+        vendor="tinymlops",
+        device_class="m4",
+        arena_bytes=1,
+        ops=[],
+    )
+    signed = tmp_path / "m4.bundle"
+    bundle_lib.build_bundle(b"model" * 100, draft, bundle_lib.load_signer(directory, None, now=T0), signed, now=T0)
+    settings = FleetSettings(
+        db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
+        bundle_dir=tmp_path / "stored",
+        admin_tokens={"alice": ADMIN},
+        trust_anchor=paths.root_public,
+        revocations=paths.revocations,
+        tick_seconds=None,
+    )
+    with serve_in_thread(create_app(settings, clock=Clock())) as url, FleetAdmin(url, ADMIN) as admin:
+        bundle_lib.revoke_key(directory, paths.signing_kid, None, now=T0)
+        with pytest.raises(FleetHTTPError) as refused:
+            admin.upload_bundle("r2", "m4", signed)
+        assert refused.value.status == 422 and "revoked_key" in str(refused.value)
+        assert admin.releases() == []
+    assert not [p for p in settings.bundle_dir.rglob("*.bundle")]
+
+
 def test_rollback_release_must_have_a_higher_sequence(fleet: Fleet, bundles) -> None:
     upload_releases(fleet, bundles)
     with pytest.raises(FleetHTTPError, match="must exceed"):
@@ -384,8 +416,8 @@ def test_gates_stop_a_slower_model_that_installs_fine(fleet: Fleet, bundles) -> 
 
 def test_pause_resume_abort_and_the_audit_log(fleet: Fleet, bundles) -> None:
     upload_releases(fleet, bundles)
-    run(enrol_all(fleet.url, 20))
-    fleet.admin.create_rollout("r2", rollback_release_id="r1b", rollout_id="ops")
+    devices = run(enrol_all(fleet.url, 20))
+    fleet.admin.create_rollout("r2", rollback_release_id="r1b", rollout_id="ops", policy=fast_policy())
     fleet.admin.verb("ops", "start")
     assert fleet.admin.verb("ops", "pause", "weekend").status == "paused"
     with pytest.raises(FleetHTTPError) as twice:
@@ -393,7 +425,14 @@ def test_pause_resume_abort_and_the_audit_log(fleet: Fleet, bundles) -> None:
     assert twice.value.status == 409 and "cannot pause while paused" in str(twice.value)
     assert fleet.admin.step("ops").decision == "idle"
     assert fleet.admin.verb("ops", "resume").status == "running"
+    polls = run(poll_all(fleet.url, devices))
+    started, waiting = [d for d in devices if polls[d.device_id].status_code == 200]  # one canary per class
+    run(_report(fleet.url, started, "downloaded", "k1"))
     assert fleet.admin.verb("ops", "abort", "changed my mind").status == "aborted"
+    # the abort withdraws what nobody acted on; a device mid-install finishes
+    after = run(poll_all(fleet.url, [started, waiting]))
+    assert after[waiting.device_id].status_code == 204
+    assert after[started.device_id].status_code in (200, 304)
     log = fleet.admin.audit()
     actions = [(e["actor"], e["action"], e["target"]) for e in reversed(log) if e["target"] == "ops"]
     assert actions == [("alice", a, "ops") for a in ("create", "start", "pause", "resume", "abort")]

@@ -54,6 +54,10 @@ class FleetAdmin:
             )
         return _check(r).json()
 
+    def releases(self) -> list[dict[str, Any]]:
+        """Every stored release with its sequence and the classes it has bundles for."""
+        return _check(self._http.get("/v1/admin/releases")).json()
+
     def create_rollout(
         self,
         release_id: str,

@@ -27,7 +27,7 @@ from tinymlops.fleet.telemetry import Aggregate
 
 Status = Literal["created", "running", "paused", "aborted", "rolled_back", "succeeded"]
 Verb = Literal["start", "pause", "resume", "abort", "rollback"]
-Decision = Literal["idle", "wait", "advance", "succeed", "pause", "rollback"]
+Decision = Literal["idle", "wait", "advance", "succeed", "pause", "rollback", "abort"]
 FINAL: frozenset[str] = frozenset({"aborted", "rolled_back", "succeeded"})
 
 # Which verb is legal from which state, and where it leads.
@@ -115,7 +115,8 @@ class Observations(Frozen):
 
 
 class Action(Frozen):
-    kind: Literal["assign_group", "rollback", "promote"]
+    # cancel_pending: withdraw this rollout's assignments that no device has acted on yet
+    kind: Literal["assign_group", "rollback", "promote", "cancel_pending"]
     group_index: int
     percent: float
     release: str
@@ -185,12 +186,15 @@ def apply(state: RolloutState, verb: Verb, now: datetime, actor: str, reason: st
         changes["acknowledged"] = True
     elif verb == "rollback":
         actions.append(_rollback(state, reason or f"rollback by {actor}"))
+    elif verb == "abort" and state.status != "created":
+        actions.append(_cancel(state, reason or f"abort by {actor}"))
     new = _transition(state, now, verb, actor, target, reason, **changes)
     return StepResult(state=new, actions=actions, report=report_for(new, now, _verb_decision(verb), reason or verb))
 
 
 def _verb_decision(verb: str) -> Decision:
-    return {"start": "advance", "pause": "pause", "rollback": "rollback"}.get(verb, "idle")  # type: ignore[return-value]
+    decisions = {"start": "advance", "pause": "pause", "rollback": "rollback", "abort": "abort"}
+    return decisions.get(verb, "idle")  # type: ignore[return-value]
 
 
 # -- the tick -------------------------------------------------------------------------------------
@@ -222,6 +226,9 @@ def step(state: RolloutState, observations: Observations, now: datetime) -> Step
         elif decision == "rollback":
             actions.append(_rollback(state, reason))
             new = _transition(state, now, "rollback", "engine", "rolled_back", reason)
+        elif decision == "abort":
+            actions.append(_cancel(state, reason))
+            new = _transition(state, now, "abort", "engine", "aborted", reason)
         return StepResult(state=new, actions=actions, report=report_for(new, now, decision, reason, counts, health))
 
     enough = counts.assigned > 0 and counts.finished >= min(group.min_devices, counts.assigned)
@@ -231,9 +238,9 @@ def step(state: RolloutState, observations: Observations, now: datetime) -> Step
                 f"group {group.name}: error rate {counts.error_rate:.3f} > {group.error_threshold} "
                 f"({counts.failed} failed, {counts.reverted} reverted of {counts.assigned})"
             )
-            return verdict(_decision_for(group.error_action), reason)
+            return verdict(*_decision_for(state, group.error_action, reason))
         if health.judged and not health.passed:
-            return verdict(_decision_for(state.policy.health.action), f"group {group.name}: {health.reason}")
+            return verdict(*_decision_for(state, state.policy.health.action, f"group {group.name}: {health.reason}"))
     if soaked < group.min_soak_seconds:
         return verdict("wait", f"group {group.name}: soaking {soaked:.0f}/{group.min_soak_seconds:.0f} s")
     if not enough:
@@ -251,13 +258,30 @@ def step(state: RolloutState, observations: Observations, now: datetime) -> Step
     return verdict("advance", passed, group_started_at=now, acknowledged=False)
 
 
-def _decision_for(action: str) -> Decision:
-    return "rollback" if action == "abort_and_rollback" else "pause"
+def _decision_for(state: RolloutState, action: str, reason: str) -> tuple[Decision, str]:
+    """abort_and_rollback with no previous release to go back to (a first release) aborts: no more
+    devices get it, those that have it keep it."""
+    if action != "abort_and_rollback":
+        return "pause", reason
+    if state.rollback_release is None:
+        return "abort", f"{reason}; no previous release to roll back to"
+    return "rollback", reason
 
 
 def _assign(state: RolloutState, index: int, reason: str) -> Action:
     group = state.policy.groups[index]
     return Action(kind="assign_group", group_index=index, percent=group.percent, release=state.release, reason=reason)
+
+
+def _cancel(state: RolloutState, reason: str) -> Action:
+    group = state.policy.groups[max(state.group_index, 0)]
+    return Action(
+        kind="cancel_pending",
+        group_index=state.group_index,
+        percent=group.percent,
+        release=state.release,
+        reason=reason,
+    )
 
 
 def _rollback(state: RolloutState, reason: str) -> Action:

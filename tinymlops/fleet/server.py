@@ -49,6 +49,7 @@ class FleetSettings(BaseModel):
     admin_tokens: dict[str, SecretStr] = Field(default_factory=dict)
     provisioning_token: SecretStr | None = None
     trust_anchor: Path | None = None  # the root public key bundles must chain to
+    revocations: Path | None = None  # root-signed revocation list; re-read on every upload
     vendor: str = "tinymlops"
     max_bundle_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     tick_seconds: float | None = Field(5.0, gt=0, description="background rollout ticks; None: only on request")
@@ -57,7 +58,8 @@ class FleetSettings(BaseModel):
     @classmethod
     def from_env(cls, home: Path, **overrides: Any) -> FleetSettings:
         """TINYMLOPS_FLEET_DB_URL, TINYMLOPS_FLEET_ADMIN_TOKENS ("name:token,…"),
-        TINYMLOPS_FLEET_PROVISIONING_TOKEN, TINYMLOPS_FLEET_TRUST (root public key file)."""
+        TINYMLOPS_FLEET_PROVISIONING_TOKEN, TINYMLOPS_FLEET_TRUST (root public key file),
+        TINYMLOPS_FLEET_REVOCATIONS (root-signed revocation list file)."""
         tokens: dict[str, SecretStr] = {}
         for item in filter(None, os.environ.get("TINYMLOPS_FLEET_ADMIN_TOKENS", "").split(",")):
             name, sep, token = item.partition(":")
@@ -66,12 +68,14 @@ class FleetSettings(BaseModel):
             tokens[name.strip()] = SecretStr(token.strip())
         provisioning = os.environ.get("TINYMLOPS_FLEET_PROVISIONING_TOKEN")
         trust = os.environ.get("TINYMLOPS_FLEET_TRUST")
+        revocations = os.environ.get("TINYMLOPS_FLEET_REVOCATIONS")
         values: dict[str, Any] = dict(
             db_url=os.environ.get("TINYMLOPS_FLEET_DB_URL") or f"sqlite:///{home / 'fleet' / 'fleet.db'}",
             bundle_dir=home / "fleet" / "bundles",
             admin_tokens=tokens,
             provisioning_token=SecretStr(provisioning) if provisioning else None,
             trust_anchor=Path(trust) if trust else None,
+            revocations=Path(revocations) if revocations else None,
         )
         return cls(**{**values, **overrides})
 
@@ -412,13 +416,20 @@ async def _receive(request: Request, tmp: Path, limit: int) -> tuple[str, int]:
 def _verify(settings: FleetSettings, path: Path, device_class: str, now: datetime):  # type: ignore[no-untyped-def]
     """tinymlops.bundle.verify_bundle against the trust anchor and the class; 422 with the reason."""
     try:
-        from tinymlops.bundle import class_uuid, load_trust, verify_bundle
+        from tinymlops.bundle import BundleError, class_uuid, load_revocations, load_trust, verify_bundle
     except ImportError:
         raise HTTPException(503, "bundle library not present: cannot verify uploads") from None
     if settings.trust_anchor is None:
         raise HTTPException(503, "no trust anchor configured (TINYMLOPS_FLEET_TRUST): cannot verify uploads")
     trust = load_trust(settings.trust_anchor)
-    result = verify_bundle(path, trust, device_class=class_uuid(settings.vendor, device_class), now=now)
+    revoked = None
+    if settings.revocations is not None:
+        try:  # re-read per upload: a newly revoked key is refused without a restart
+            revoked = load_revocations(settings.revocations, trust)
+        except BundleError as exc:
+            raise HTTPException(503, f"revocation list unusable, refusing uploads: {exc}") from None
+    target = class_uuid(settings.vendor, device_class)
+    result = verify_bundle(path, trust, device_class=target, now=now, revocations=revoked)
     if not result.ok or result.manifest is None:
         reason = getattr(result.reason, "value", result.reason)
         raise HTTPException(422, f"bundle refused: {reason}: {result.detail}")

@@ -129,12 +129,6 @@ def _state_of(d: SimDevice, release_sequence: int, rollback_sequence: int | None
     return "old"
 
 
-def _without_rollback(policy: RolloutPolicy) -> RolloutPolicy:
-    """With nothing to roll back to, every abort_and_rollback becomes a pause (then an abort)."""
-    groups = [g.model_copy(update={"error_action": "pause"}) for g in policy.groups]
-    return policy.model_copy(update={"groups": groups, "health": policy.health.model_copy(update={"action": "pause"})})
-
-
 def simulate_rollout(
     release_id: str,
     release_bundles: dict[str, Path],
@@ -189,8 +183,6 @@ def simulate_rollout(
         raise FleetError(f"config.initial_sequence {config.initial_sequence} must be below the release's {release_seq}")
     behaviour = {**measured, **config.behaviour}
     config = config.model_copy(update={"behaviour": behaviour})
-    if rollback_bundles is None:
-        policy = _without_rollback(policy)
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -226,11 +218,6 @@ def simulate_rollout(
                 group = policy.groups[max(report.group_index, 0)]
                 clock.now += timedelta(seconds=max(group.min_soak_seconds, config.window_seconds) + 1)
                 report = await asyncio.to_thread(admin.step, ROLLOUT_ID)
-                if report.decision == "pause" and rollback_bundles is None:
-                    # a failed verdict on a first release: stop it, there is nothing to roll back to
-                    why = f"{report.reason}; no previous release to roll back to"[:255]
-                    await asyncio.to_thread(admin.verb, ROLLOUT_ID, "abort", why)
-                    report = report.model_copy(update={"status": "aborted"})
                 rounds.append(stats)
                 reports.append(report)
                 states.append(dict(Counter(_state_of(d, release_seq, rollback_seq) for d in sim.devices)))

@@ -390,6 +390,8 @@ class Store:
                 self._assign_group(c, state, action, now)
             elif action.kind == "rollback":
                 self._assign_rollback(c, state, action, now)
+            elif action.kind == "cancel_pending":
+                self._cancel_pending(c, state)
             # "promote" changes nothing here: the rollout's status says succeeded; moving the
             # MLflow alias is the flow's job.
 
@@ -444,6 +446,19 @@ class Store:
         targets = [(r.device_id, r.device_class) for r in got_it if r.device_class in bundles]
         self._set_assignments(
             c, targets, state.rollback_release, state.rollback_sequence, bundles, state.rollout_id, now
+        )
+
+    @staticmethod
+    def _cancel_pending(c: Connection, state: RolloutState) -> None:
+        """An aborted rollout hands out nothing more: devices that have not reported any progress
+        on the release lose its assignment (their next poll answers 204); the rest finish."""
+        acted = select(m.reports.c.device_id).where(m.reports.c.release_id == state.release)
+        c.execute(
+            delete(m.assignments).where(
+                m.assignments.c.rollout_id == state.rollout_id,
+                m.assignments.c.release_id == state.release,
+                m.assignments.c.device_id.not_in(acted),
+            )
         )
 
     @staticmethod

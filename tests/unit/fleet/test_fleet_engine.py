@@ -211,3 +211,22 @@ def test_group_membership_is_stable_and_deterministic() -> None:
 def test_tiny_class_still_gets_a_canary() -> None:
     chosen = select_devices("r1", [("a", "rare"), ("b", "rare"), *FLEET[:200]], 1, set())
     assert sum(1 for _, c in chosen if c == "rare") == 1
+
+
+def test_abort_withdraws_pending_assignments() -> None:
+    result = apply(started(), "abort", T0, "bob", "pulling the release")
+    assert result.state.status == "aborted" and result.report.decision == "abort"
+    assert [(a.kind, a.release) for a in result.actions] == [("cancel_pending", "v2")]
+    # a rollout that never started has nothing to withdraw
+    assert apply(state(), "abort", T0, "bob").actions == []
+
+
+def test_a_first_release_that_trips_abort_and_rollback_is_aborted() -> None:
+    """Nothing to roll back to: the engine stops handing the release out instead of failing."""
+    s = apply(state(rollback_release=None, rollback_sequence=None), "start", T0, "alice").state
+    bad = step(s, Observations(counts=Counts(assigned=3, confirmed=1, failed=2)), T0 + timedelta(seconds=61))
+    assert bad.state.status == "aborted" and bad.report.decision == "abort"
+    assert "no previous release to roll back to" in bad.report.reason
+    assert [a.kind for a in bad.actions] == ["cancel_pending"]
+    with pytest.raises(RolloutError, match="no rollback_release"):
+        apply(s, "rollback", T0, "bob")
