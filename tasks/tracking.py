@@ -15,6 +15,7 @@ from tasks.model import TrainedModel
 from tinymlops import stages, tracking
 from tinymlops.data.split import PreparedMeta
 from tinymlops.evaluate import EvaluationReport
+from tinymlops.fleet.remote import FollowedRollout
 from tinymlops.fleet.simulation import SimulatedRollout
 from tinymlops.hil import HILReport
 from tinymlops.lineage import git_state
@@ -79,7 +80,7 @@ def summarise(
     bundle_dir: Path,
     hil_reports: list[HILReport],
     model_version: str,
-    fleet: SimulatedRollout | None,
+    fleet: SimulatedRollout | FollowedRollout | None,
 ) -> PipelineSummary:
     flow_run_id = str(runtime.flow_run.id)
     prefect_cmd, prefect_url = prefect_ui(flow_run_id)
@@ -103,9 +104,7 @@ def summarise(
         watermark_ber=watermark.ber,
         watermark_p_value=watermark.p_value,
         bundles=len(list(bundle_dir.glob("*.bundle"))),
-        rollout="not run"
-        if fleet is None
-        else f"{fleet.status} on {fleet.devices} simulated devices ({fleet.decision})",
+        rollout="not run" if fleet is None else fleet.summary,
         hil={r.profile: r.status + (f" ({r.reason.split(':')[0]})" if r.reason else "") for r in hil_reports},
         mlflow_run_id=tracker.run_id,
         mlflow_run_url=tracking.run_url(ctx.env, tracker.experiment_id, tracker.run_id),

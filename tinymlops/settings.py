@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from typing_extensions import Self
 
 from tinymlops.errors import ConfigError
@@ -174,13 +174,23 @@ class Environment(Strict):
     home: Path
     tracking_uri: str
     dvc_remote: str | None = None
+    fleet_url: str | None = None  # a fleet server to roll out on; None: a simulated fleet per rollout
+    fleet_admin_token: SecretStr | None = None  # its admin token (a secret: never printed)
 
     @classmethod
     def from_env(cls, root: Path | str = ".") -> Environment:
         root = Path(root).resolve()
         home = Path(os.environ.get("TINYMLOPS_HOME", root / ".tinymlops")).resolve()
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
-        return cls(root=root, home=home, tracking_uri=uri, dvc_remote=os.environ.get("TINYMLOPS_DVC_REMOTE"))
+        token = os.environ.get("TINYMLOPS_FLEET_ADMIN_TOKEN")
+        return cls(
+            root=root,
+            home=home,
+            tracking_uri=uri,
+            dvc_remote=os.environ.get("TINYMLOPS_DVC_REMOTE"),
+            fleet_url=os.environ.get("TINYMLOPS_FLEET_URL") or None,
+            fleet_admin_token=SecretStr(token) if token else None,
+        )
 
     @property
     def cache_dir(self) -> Path:

@@ -36,6 +36,10 @@ class FleetAdmin:
     def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
         self._http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url).rstrip("/")
+
     def close(self) -> None:
         self._http.close()
 

@@ -66,6 +66,10 @@ class SimulatedRollout(BaseModel):
     firmware_devices: int = 0  # how many ran the real firmware emulator
     behaviour: dict[int, ReleaseBehaviour] = {}  # by sequence: what the devices reported from
 
+    @property
+    def summary(self) -> str:
+        return f"{self.status} on {self.devices} simulated devices ({self.decision})"
+
 
 class AcceleratedClock:
     def __init__(self, start: datetime) -> None:
