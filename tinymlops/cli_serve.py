@@ -37,12 +37,20 @@ def serve(
     serve_stack(root, host=host, port=port, home=home, say=lambda line: typer.echo(line))
 
 
-def deploy(root: Path | None = RootOpt) -> None:
+def deploy(
+    root: Path | None = RootOpt,
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        help="send every deployment to this pool of prefect.yaml's definitions.work_pools, e.g. kubernetes"
+        " (default: each deployment's own, the process pool)",
+    ),
+) -> None:
     """Register prefect.yaml's deployments with the Prefect server at PREFECT_API_URL."""
     root = _root(root)
     from flows.deployments import register
 
-    for name, deployment_id in sorted(register(root).items()):
+    for name, deployment_id in sorted(register(root, pool=pool).items()):
         typer.echo(f"{name}  {deployment_id}")
 
 

@@ -261,9 +261,29 @@ def test_kustomize_image_tag_matches_the_package() -> None:
     assert {i["name"]: i["newTag"] for i in kustomization["images"]} == {OUR_IMAGE: tinymlops.__version__}
 
 
+@cache
+def kubernetes_worker_settings() -> frozenset[str]:
+    """The PREFECT_INTEGRATIONS_KUBERNETES_* variables prefect-kubernetes's worker and observer read."""
+    from prefect_kubernetes.settings import KubernetesSettings
+    from pydantic_settings import BaseSettings
+
+    def names(model: type[BaseSettings]) -> set[str]:
+        prefix = model.model_config.get("env_prefix", "")
+        nested = lambda t: isinstance(t, type) and issubclass(t, BaseSettings)  # noqa: E731
+        fields = model.model_fields.items()
+        return set().union(
+            *(names(f.annotation) if nested(f.annotation) else {(prefix + n).upper()} for n, f in fields)
+        )
+
+    return frozenset(names(KubernetesSettings))
+
+
 @pytest.mark.parametrize(("where", "name"), env_names(), ids=[f"{w}:{n}" for w, n in env_names()])
 def test_env_name_is_known(where: str, name: str) -> None:
     known = documented_vars() | IMAGE_VARS | INDIRECTION_VARS
+    if name.startswith("PREFECT_INTEGRATIONS_KUBERNETES_"):
+        assert name in kubernetes_worker_settings(), f"{where}: {name} is not a prefect-kubernetes setting"
+        return
     if name.startswith("PREFECT_") and name not in known:
         from prefect import settings
 
