@@ -193,7 +193,7 @@ def main() -> None:
     env = {**os.environ, "TINYMLOPS_HOME": str(home)}
     env.pop("TINYMLOPS_FLEET_DB_URL", None)
     port = free_port()
-    server_args = ("--root", str(REPO), "--tick-seconds", "0", "--workers", str(args.workers))
+    server_args = ("--root", str(REPO), "--tick-seconds", "0", "--vendor", "tinymlops", "--workers", str(args.workers))
     with serve_in_process(env, port=port, args=server_args):
         run_phase(port, creds, 2.0, args.connections, None)  # warm-up: connections, caches
         sat = run_phase(port, creds, args.seconds, args.connections, None)

@@ -30,3 +30,34 @@ def trust(keys: Path) -> TrustAnchor:
 @pytest.fixture(scope="module")
 def signer(keys: Path) -> Signer:
     return load_signer(keys, now=NOW)
+
+
+def sign_releases(
+    signer: Signer,
+    out_dir: Path,
+    releases: dict[str, int],
+    classes: tuple[str, ...],
+    *,
+    payload: int = 4000,
+    now: datetime | None = None,
+) -> dict[tuple[str, str], Path]:
+    """(release, class) → a signed bundle per class of each release (name → sequence), its payload
+    the release name repeated (for fleet tests: what is verified is real, the model is not)."""
+    from tinymlops.bundle import ManifestDraft, build_bundle
+
+    made = {}
+    for release, sequence in releases.items():
+        for device_class in classes:
+            draft = ManifestDraft(
+                model_name="digits",
+                model_version=release,
+                sequence=sequence,
+                vendor="tinymlops",
+                device_class=device_class,
+                arena_bytes=20_000,
+                ops=["FULLY_CONNECTED"],
+            )
+            out = Path(out_dir) / f"{release}-{device_class}.bundle"
+            build_bundle(release.encode() * payload, draft, signer, out, now=now)
+            made[(release, device_class)] = out
+    return made

@@ -13,16 +13,14 @@ DbOpt = typer.Option(None, "--db-url", help="SQLAlchemy URL; default TINYMLOPS_F
 
 
 def _settings(root: Path, db_url: str | None, **overrides: object):  # type: ignore[no-untyped-def]
-    from tinymlops.fleet.policy import RolloutPolicy
-    from tinymlops.fleet.server import FleetSettings
+    from tinymlops.fleet.server import FleetSettings, project_defaults
     from tinymlops.settings import Environment
 
     env = Environment.from_env(root)
-    policy = RolloutPolicy.load_from(env.root)
-    extra = {k: v for k, v in overrides.items() if v is not None}
+    extra = {**project_defaults(env.root), **{k: v for k, v in overrides.items() if v is not None}}
     if db_url:
         extra["db_url"] = db_url
-    return FleetSettings.from_env(env.home, policy=policy, **extra)
+    return FleetSettings.from_env(env.home, **extra)
 
 
 def _safe_url(url: str) -> str:
@@ -54,6 +52,7 @@ def serve(
     db_url: str | None = DbOpt,
     trust: Path | None = typer.Option(None, "--trust", help="root public key bundles must chain to"),
     revocations: Path | None = typer.Option(None, "--revocations", help="root-signed revocation list file"),
+    vendor: str | None = typer.Option(None, "--vendor", help="class ids' vendor; default: configs/devices.yaml's"),
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes"),
     tick_seconds: float = typer.Option(5.0, "--tick-seconds", help="rollout judging interval; 0 turns it off"),
 ) -> None:
@@ -68,7 +67,9 @@ def serve(
     from tinymlops.fleet.store import make_engine
     from tinymlops.fleet.store import migrate as run
 
-    settings = _settings(root, db_url, trust_anchor=trust, revocations=revocations, tick_seconds=tick_seconds or None)
+    settings = _settings(
+        root, db_url, trust_anchor=trust, revocations=revocations, vendor=vendor, tick_seconds=tick_seconds or None
+    )
     if settings.trust_anchor is not None and not settings.trust_anchor.is_file():
         raise ConfigError(f"{settings.trust_anchor}: trust anchor file not found")
     if settings.revocations is not None and not settings.revocations.is_file():
@@ -92,6 +93,7 @@ def serve(
         os.environ["TINYMLOPS_FLEET_TRUST"] = str(trust.resolve())
     if revocations is not None:
         os.environ["TINYMLOPS_FLEET_REVOCATIONS"] = str(revocations.resolve())
+    os.environ["TINYMLOPS_FLEET_VENDOR"] = settings.vendor
     uvicorn.run(
         "tinymlops.fleet.server:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning"
     )
@@ -199,6 +201,52 @@ def simulate(
         console.print(f"report: {report}, plot: {report.with_suffix('.png')}")
     if result.status != "succeeded":
         raise typer.Exit(1)
+
+
+@app.command("devices")
+def devices(
+    url: str = typer.Option(..., "--url", help="fleet server base URL, e.g. http://127.0.0.1:8090"),
+    count: int = typer.Option(100, "--devices", min=1, help="simulated devices, spread over the device classes"),
+    trust: Path = typer.Option(..., "--trust", help="root public key the devices verify bundles against"),
+    interval: float = typer.Option(5.0, "--interval", min=0.05, help="seconds between polls"),
+    seconds: float | None = typer.Option(None, "--seconds", min=0, help="stop after this long (default: Ctrl-C)"),
+    seed: int = typer.Option(0, "--seed"),
+    root: Path = RootOpt,
+) -> None:
+    """Simulated devices for a fleet server running on its own, on the real clock: they enrol with
+    TINYMLOPS_FLEET_PROVISIONING_TOKEN, then poll, install (download, verify, report) and send
+    telemetry every --interval — devices to roll out to with the rollout flow's `fleet_url`."""
+    import time
+
+    from rich.console import Console
+
+    from tinymlops.device.profiles import load_profiles
+    from tinymlops.errors import ConfigError
+    from tinymlops.fleet.farm import DeviceFarm
+    from tinymlops.fleet.simulator import SimulationConfig
+
+    token = os.environ.get("TINYMLOPS_FLEET_PROVISIONING_TOKEN")
+    if not token:
+        raise ConfigError("TINYMLOPS_FLEET_PROVISIONING_TOKEN is not set: devices need it to enrol")
+    if not trust.is_file():
+        raise ConfigError(f"{trust}: trust anchor file not found")
+    profiles = load_profiles(root)
+    classes = sorted({p.device_class for p in profiles})
+    config = SimulationConfig(devices=count, classes=classes, seed=seed, window_seconds=interval)
+    console = Console()
+    with DeviceFarm(url, token, config, trust, vendor=profiles[0].vendor, interval_seconds=interval) as farm:
+        console.print(f"{count:,} devices of {len(classes)} classes enrolled at {url}; Ctrl-C stops them")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        try:
+            with console.status("polling…") as status:
+                while deadline is None or time.monotonic() < deadline:
+                    time.sleep(min(interval, 1.0))
+                    if farm.rounds:
+                        on = ", ".join(f"seq {k}: {v}" for k, v in sorted(farm.rounds[-1].by_sequence.items()))
+                        status.update(f"round {len(farm.rounds)}: {on}; server away {farm.interrupted}×")
+        except KeyboardInterrupt:
+            pass
+    console.print(f"stopped after {len(farm.rounds)} rounds")
 
 
 def _quick_release(root: Path, work: Path, bad: bool, console):  # type: ignore[no-untyped-def]

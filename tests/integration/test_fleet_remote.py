@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from bundle_keys import sign_releases
 from sqlalchemy import create_engine, text
 
 from tinymlops.fleet.client import FleetAdmin
@@ -43,26 +44,12 @@ class CallerDied(Exception):
 def release(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Signed bundles per class: r2 (sequence 2), and r1b — the old model at sequence 3."""
     work = tmp_path_factory.mktemp("remote")
-    now = datetime.now(timezone.utc)
-    keys = bundle_lib.init_keys(work / "keys", None, now=now - timedelta(days=1))
-    signer = bundle_lib.load_signer(work / "keys", None)
-    made: dict[str, dict[str, Path]] = {}
-    for name, sequence in (("r2", 2), ("r1b", 3)):
-        for device_class in CLASSES:
-            draft = bundle_lib.ManifestDraft(
-                model_name="digits",
-                model_version=name,
-                sequence=sequence,
-                vendor="tinymlops",
-                device_class=device_class,
-                arena_bytes=20_000,
-                ops=["FULLY_CONNECTED"],
-            )
-            path = work / name / f"{device_class}.bundle"
-            path.parent.mkdir(exist_ok=True)
-            bundle_lib.build_bundle(name.encode() * 4000, draft, signer, path)
-            made.setdefault(name, {})[device_class] = path
-    return keys.root_public, made
+    keys = bundle_lib.init_keys(work / "keys", None, now=datetime.now(timezone.utc) - timedelta(days=1))
+    made = sign_releases(bundle_lib.load_signer(work / "keys", None), work, {"r2": 2, "r1b": 3}, CLASSES)
+    by_release: dict[str, dict[str, Path]] = {}
+    for (name, device_class), path in made.items():
+        by_release.setdefault(name, {})[device_class] = path
+    return keys.root_public, by_release
 
 
 def test_a_crashed_rollout_resumes_from_the_server_after_sigkill(tmp_path: Path, release) -> None:  # type: ignore[no-untyped-def]
@@ -76,7 +63,7 @@ def test_a_crashed_rollout_resumes_from_the_server_after_sigkill(tmp_path: Path,
         "TINYMLOPS_FLEET_TRUST": str(trust),
     }
     env.pop("TINYMLOPS_FLEET_DB_URL", None)
-    port, args = free_port(), ("--root", str(REPO), "--tick-seconds", "0")
+    port, args = free_port(), ("--root", str(REPO), "--tick-seconds", "0", "--vendor", "tinymlops")
     devices = SimulationConfig(devices=40, classes=list(CLASSES), window_seconds=1, inferences_per_window=200)
     follow = dict(
         rollout_id="r2-resume",
@@ -118,3 +105,33 @@ def test_a_crashed_rollout_resumes_from_the_server_after_sigkill(tmp_path: Path,
     assert len(members) == len(set(members)) == 40  # every device once, none twice
     assert uploads == 4  # two releases × two classes, sent once
     assert {d.sequence for d in farm.devices} == {2}  # the whole simulated fleet runs the release
+
+
+def test_cli_devices_enrol_and_poll_until_told_to_stop(
+    tmp_path: Path, release, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_helpers import run_cli
+
+    from tinymlops.fleet.server import FleetSettings, create_app
+    from tinymlops.fleet.serving import serve_in_thread
+
+    trust, _ = release
+    db = tmp_path / "fleet.db"
+    settings = FleetSettings(
+        db_url=f"sqlite:///{db}", bundle_dir=tmp_path / "bundles", provisioning_token=PROVISION, tick_seconds=None
+    )
+    monkeypatch.delenv("TINYMLOPS_FLEET_PROVISIONING_TOKEN", raising=False)
+    with serve_in_thread(create_app(settings)) as url:
+        args = ("fleet", "devices", "--url", url, "--devices", 12, "--trust", trust, "--interval", 0.2)
+        code, _, err = run_cli(monkeypatch, capsys, *args, "--seconds", 1, "--root", REPO)
+        assert code == 1 and err.strip().count("\n") == 0 and "TINYMLOPS_FLEET_PROVISIONING_TOKEN" in err
+        monkeypatch.setenv("TINYMLOPS_FLEET_PROVISIONING_TOKEN", PROVISION)
+        code, out, err = run_cli(monkeypatch, capsys, *args, "--seconds", 1.5, "--root", REPO)
+    assert code == 0, err
+    assert "12 devices of 5 classes enrolled" in out and "stopped after" in out
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as c:
+        enrolled = c.execute(text("SELECT count(*), count(DISTINCT device_class) FROM devices")).one()
+    engine.dispose()
+    assert tuple(enrolled) == (12, 5)
+    assert PROVISION not in out + err  # the token is never printed

@@ -498,13 +498,64 @@ def test_migrations_build_exactly_the_models_and_are_idempotent(db_url: str) -> 
 
     engine = make_engine(db_url)
     try:
-        assert migrate(engine) == "0001" and migrate(engine) == "0001"
+        assert migrate(engine) == "0002" and migrate(engine) == "0002"
         with engine.connect() as c:
             diff = compare_metadata(MigrationContext.configure(c), m.metadata)
         assert diff == []
         if db_url.startswith("sqlite"):
             with engine.connect() as c:
                 assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_packs_the_telemetry_already_stored(db_url: str) -> None:
+    """0002 adds telemetry.packed; windows stored before it are packed from their JSON."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import column, insert, table
+
+    from tinymlops.fleet.store import MIGRATIONS
+    from tinymlops.fleet.telemetry import pack
+
+    engine = make_engine(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    windows = [telemetry(1, 300), telemetry(2, 120, latency_bin=9, classes=(1, 2, 3))]
+    try:
+        with engine.connect().execution_options(write=True) as c:
+            config.attributes["connection"] = c
+            command.upgrade(config, "0001")
+            c.execute(
+                insert(m.devices).values(
+                    id="d",
+                    device_class="m4",
+                    credential_hash="0" * 64,
+                    enrolled_at=T0,
+                    current_sequence=1,
+                    slot_state="confirmed",
+                )
+            )
+            before = [col for col in m.telemetry.c if col.name not in ("id", "packed")]  # the 0001 columns
+            c.execute(
+                insert(table("telemetry", *(column(col.name, col.type) for col in before))),
+                [
+                    dict(
+                        device_id="d",
+                        sequence=t.sequence,
+                        window_start=t.window_start,
+                        window_end=t.window_end,
+                        received_at=T0,
+                        body=t.model_dump_json(),
+                    )
+                    for t in windows
+                ],
+            )
+            c.commit()
+        assert migrate(engine) == "0002"
+        with engine.connect() as c:
+            stored = c.execute(select(m.telemetry.c.packed).order_by(m.telemetry.c.id)).scalars().all()
+        assert stored == [pack(t) for t in windows]
     finally:
         engine.dispose()
 
@@ -519,10 +570,10 @@ def test_cli_migrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code in (0, None)
-    assert "at revision 0001" in capsys.readouterr().out
+    assert "at revision 0002" in capsys.readouterr().out
     engine = create_engine(f"sqlite:///{tmp_path / 'home' / 'fleet' / 'fleet.db'}")
     with engine.connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
     engine.dispose()
     assert os.environ.get("TINYMLOPS_FLEET_DB_URL") is None
 
@@ -546,7 +597,7 @@ def test_sigkill_mid_rollout_loses_no_report_and_assigns_nobody_twice(tmp_path: 
         "TINYMLOPS_FLEET_TRUST": str(paths.root_public),
     }
     env.pop("TINYMLOPS_FLEET_DB_URL", None)
-    port, args = free_port(), ("--root", str(Path(__file__).parents[2]), "--tick-seconds", "0")
+    port, args = free_port(), ("--root", str(Path(__file__).parents[2]), "--tick-seconds", "0", "--vendor", "tinymlops")
     policy = fast_policy().model_copy(
         update={"groups": [g.model_copy(update={"min_soak_seconds": 0}) for g in fast_policy().groups]}
     )

@@ -95,7 +95,7 @@ def test_deployments_are_registered_on_the_kubernetes_pool(deployed: dict) -> No
     ]
     assert container["env"] == [
         {"name": name, "valueFrom": {"secretKeyRef": {"name": "tinymlops-secrets", "key": name}}}
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TINYMLOPS_FLEET_ADMIN_TOKEN")
     ]
     for name, deployment in deployments.items():
         assert deployment.work_pool_name == pool.name, name

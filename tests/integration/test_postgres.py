@@ -1,11 +1,13 @@
 """The at-scale column on the PostgreSQL at 127.0.0.1:5432: an MLflow server (backend store in
 PostgreSQL, artifacts proxied to a directory) and a Prefect server (database in PostgreSQL), each
-a real process with its own fresh database. The pipeline runs against both, as a webhook run,
-and what landed is read back through the APIs and straight from the databases.
-The fleet server on PostgreSQL comes with the fleet issue."""
+a real process with its own fresh database — and the fleet server on PostgreSQL too, with a
+simulated fleet polling it on the real clock. The pipeline runs against all three, as a webhook
+run, ending with a staged rollout on that fleet server; what landed is read back through the APIs
+and straight from the databases."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -114,10 +116,12 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.pipeline import pipeline
+    from flows.rollout import RolloutRun, rollout
     from tasks.context import PipelineRun
+    from tinymlops.settings import TrackingConfig
     from tinymlops.tracking import Metric, Tag
 
-    mlflow_db, prefect_db = database("mlflow"), database("prefect")
+    mlflow_db, prefect_db, fleet_db = database("mlflow"), database("prefect"), database("fleet")
     bin_dir = Path(sys.executable).parent
     base_env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     base_env.pop("PREFECT_API_URL", None)
@@ -139,6 +143,7 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
     prefect_cmd = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
     # both start (and migrate their databases) at once
     mlflow_proc = launch(mlflow_cmd, base_env, tmp_path / "mlflow.log")
+    fleet = FleetOnPostgres(project, database_url(fleet_db, "psycopg"), base_env)
     try:
         prefect_proc = launch(prefect_cmd, prefect_env, tmp_path / "prefect.log")
         try:
@@ -148,9 +153,9 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
             )
             tracking_uri = f"http://127.0.0.1:{mlflow_port}"
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+            fleet.start()
             run = PipelineRun(
                 root=str(project),
-                rollout_devices=0,  # the fleet server on PostgreSQL is tested in test_fleet_server.py
                 trigger="webhook",
                 git_ref="refs/heads/main",
                 git_sha="0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
@@ -158,11 +163,14 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
             )
             with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{prefect_port}/api"}):
                 summary = pipeline(run)
+                # the rollout flow run again finds the finished rollout on the server: it resumes it
+                again = rollout(RolloutRun(root=str(project)))
                 with get_client(sync_client=True) as client:
                     flow_run = client.read_flow_run(uuid.UUID(summary.prefect_flow_run_id))
                 APILogHandler().flush()  # send the run's logs before the server goes away
         finally:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
+            fleet.stop()
             stop(prefect_proc)
 
         # MLflow, through its API: the run, its metrics, its trigger tags, the registered model
@@ -191,5 +199,83 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
         with psycopg.connect(ADMIN_URL.rsplit("/", 1)[0] + f"/{prefect_db}") as conn:
             row = conn.execute("SELECT state_type, name FROM flow_run WHERE id = %s", (flow_run.id,)).fetchone()
         assert row[0] == "COMPLETED"
+
+        # the fleet server on PostgreSQL: the release rolled out to every device of the classes it
+        # targets, each once; `production` moved; the second flow run resumed instead of starting over
+        assert summary.rollout.startswith("succeeded on the fleet at"), summary.rollout
+        assert again.resumed and again.uploaded == [] and again.status == "succeeded"
+        config = TrackingConfig.load_from(project)
+        production = MlflowClient(tracking_uri).get_model_version_by_alias(
+            config.registered_model, config.production_alias
+        )
+        assert str(production.version) == summary.model_version
+        with psycopg.connect(ADMIN_URL.rsplit("/", 1)[0] + f"/{fleet_db}") as conn:
+            status = conn.execute("SELECT status FROM rollouts WHERE id = %s", (again.rollout_id,)).fetchone()
+            classes = {r[0] for r in conn.execute("SELECT device_class FROM release_bundles").fetchall()}
+            members = conn.execute("SELECT device_id FROM rollout_members").fetchall()
+            on_release = conn.execute(
+                "SELECT count(*) FROM devices WHERE current_sequence = (SELECT max(sequence) FROM releases)"
+            ).fetchone()
+        assert status == ("succeeded",)
+        targeted = [d for d in fleet.farm.devices if d.device_class in classes]
+        assert len(members) == len(set(members)) == len(targeted) > 0
+        assert on_release[0] == len(targeted)
     finally:
+        fleet.stop()
         stop(mlflow_proc)
+
+
+class FleetOnPostgres:
+    """`tinymlops fleet serve` on a PostgreSQL database, trusting the project's signing root, with
+    a simulated fleet of every device class polling it; the pipeline finds it via TINYMLOPS_FLEET_URL."""
+
+    DEVICES = 50
+
+    def __init__(self, project: Path, db_url: str, env: dict[str, str]) -> None:
+        import secrets
+
+        self.project, self.db_url, self.env = project, db_url, env
+        self.admin, self.provisioning = secrets.token_hex(16), secrets.token_hex(16)
+        self.stack = contextlib.ExitStack()
+        self.farm = None
+
+    def start(self) -> None:
+        from tinymlops.bundle import BundleConfig, ensure_dev_keys
+        from tinymlops.device.profiles import load_profiles
+        from tinymlops.fleet.farm import DeviceFarm
+        from tinymlops.fleet.serving import serve_in_process
+        from tinymlops.fleet.simulator import SimulationConfig
+        from tinymlops.settings import Environment
+
+        home = Environment.from_env(self.project).home
+        trust = ensure_dev_keys(BundleConfig.load_from(self.project).keys_path(home)).root_public
+        (self.project / "configs" / "rollout.yaml").write_text(FAST_POLICY)  # seconds, not hours
+        env = {
+            **self.env,
+            "TINYMLOPS_HOME": str(home),
+            "TINYMLOPS_FLEET_DB_URL": self.db_url,
+            "TINYMLOPS_FLEET_ADMIN_TOKENS": f"pipeline:{self.admin}",
+            "TINYMLOPS_FLEET_PROVISIONING_TOKEN": self.provisioning,
+            "TINYMLOPS_FLEET_TRUST": str(trust),
+        }
+        url, _ = self.stack.enter_context(serve_in_process(env, args=("--root", str(self.project))))
+        profiles = load_profiles(self.project)
+        classes = sorted({p.device_class for p in profiles})
+        config = SimulationConfig(devices=self.DEVICES, classes=classes, window_seconds=1, inferences_per_window=200)
+        farm = DeviceFarm(url, self.provisioning, config, trust, vendor=profiles[0].vendor, interval_seconds=0.3)
+        self.farm = self.stack.enter_context(farm)
+        os.environ["TINYMLOPS_FLEET_URL"], os.environ["TINYMLOPS_FLEET_ADMIN_TOKEN"] = url, self.admin
+
+    def stop(self) -> None:
+        os.environ.pop("TINYMLOPS_FLEET_URL", None)
+        os.environ.pop("TINYMLOPS_FLEET_ADMIN_TOKEN", None)
+        self.stack.close()
+
+
+FAST_POLICY = """\
+groups:
+  - {name: canary, percent: 10, min_soak_seconds: 1, min_devices: 2}
+  - {name: half, percent: 50, min_soak_seconds: 1, min_devices: 2}
+  - {name: all, percent: 100, min_soak_seconds: 1, min_devices: 2}
+health: {min_inferences: 300}
+"""

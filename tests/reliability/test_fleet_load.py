@@ -84,7 +84,8 @@ def test_thousand_concurrent_pollers_get_no_5xx(tmp_path: Path) -> None:
     }
     env.pop("TINYMLOPS_FLEET_DB_URL", None)
     root = str(Path(__file__).resolve().parents[2])
-    with serve_in_process(env, args=("--root", root, "--tick-seconds", "0")) as (url, _), FleetAdmin(url, admin) as ops:
+    server = ("--root", root, "--tick-seconds", "0", "--vendor", "tinymlops")
+    with serve_in_process(env, args=server) as (url, _), FleetAdmin(url, admin) as ops:
         ops.upload_bundle("r2", "m4", bundle)
         ops.create_rollout("r2", rollout_id="load")
         ops.verb("load", "start")  # the canary now has an assignment waiting

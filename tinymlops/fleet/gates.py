@@ -81,57 +81,41 @@ def evaluate_gates(canary: Aggregate, control: Aggregate, revert_rate: float, li
         control_inferences=control.inference_count,
     )
     # Reverts need no telemetry: a device that rolled itself back is a verdict on its own.
-    revert = GateResult(
-        gate="revert_rate",
-        passed=revert_rate <= limits.max_revert_rate,
-        value=revert_rate,
-        limit=limits.max_revert_rate,
-        detail=f"revert rate {revert_rate:.3f} (limit {limits.max_revert_rate})",
-    )
+    revert = _upper("revert_rate", revert_rate, limits.max_revert_rate, f"revert rate {revert_rate:.3f}")
     short = min(canary.inference_count, control.inference_count)
     if short < limits.min_inferences:
         if not revert.passed:
-            return HealthReport(judged=True, passed=False, gates=[revert], reason=revert.detail, **base)
+            why = f"revert_rate failed: {revert.detail} (limit {revert.limit})"
+            return HealthReport(judged=True, passed=False, gates=[revert], reason=why, **base)
         reason = f"waiting for telemetry: {short} of {limits.min_inferences} inferences on the thinner side"
         return HealthReport(judged=False, passed=True, gates=[], reason=reason, **base)
 
-    gates = [revert]
     p95_c, p95_k = canary.latency_quantile(0.95), control.latency_quantile(0.95)
     ratio = p95_c / p95_k if p95_c is not None and p95_k else None
-    gates.append(
-        GateResult(
-            gate="p95_latency_ratio",
-            passed=ratio is None or ratio <= limits.max_p95_latency_ratio,
-            value=ratio,
-            limit=limits.max_p95_latency_ratio,
-            canary=p95_c,
-            control=p95_k,
-            detail=f"p95 latency {_f(p95_c)} ms vs {_f(p95_k)} ms, ratio {_f(ratio)}",
-        )
-    )
     conf_c, conf_k = canary.mean_confidence(), control.mean_confidence()
     drop = conf_k - conf_c if conf_c is not None and conf_k is not None else None
-    gates.append(
-        GateResult(
-            gate="confidence_drop",
-            passed=drop is None or drop <= limits.max_confidence_drop,
-            value=drop,
-            limit=limits.max_confidence_drop,
-            canary=conf_c,
-            control=conf_k,
-            detail=f"mean top-1 confidence {_f(conf_c)} vs {_f(conf_k)}, drop {_f(drop)}",
-        )
-    )
     index = psi(control.class_hist, canary.class_hist)
-    gates.append(
-        GateResult(
-            gate="class_psi",
-            passed=index <= limits.max_class_psi,
-            value=index,
-            limit=limits.max_class_psi,
-            detail=f"predicted-class PSI {index:.4f}",
-        )
-    )
+    err_c, err_k = canary.error_rate(), control.error_rate()
+    gates = [
+        revert,
+        _upper(
+            "p95_latency_ratio",
+            ratio,
+            limits.max_p95_latency_ratio,
+            f"p95 latency {_f(p95_c)} ms vs {_f(p95_k)} ms, ratio {_f(ratio)}",
+            p95_c,
+            p95_k,
+        ),
+        _upper(
+            "confidence_drop",
+            drop,
+            limits.max_confidence_drop,
+            f"mean top-1 confidence {_f(conf_c)} vs {_f(conf_k)}, drop {_f(drop)}",
+            conf_c,
+            conf_k,
+        ),
+        _upper("class_psi", index, limits.max_class_psi, f"predicted-class PSI {index:.4f}"),
+    ]
     if limits.min_class_chi2_pvalue > 0:
         p = chi2_pvalue(control.class_hist, canary.class_hist)
         gates.append(
@@ -143,21 +127,32 @@ def evaluate_gates(canary: Aggregate, control: Aggregate, revert_rate: float, li
                 detail=f"predicted-class chi-square p={p:.3g}",
             )
         )
-    err_c, err_k = canary.error_rate(), control.error_rate()
     gates.append(
-        GateResult(
-            gate="error_rate_increase",
-            passed=err_c - err_k <= limits.max_error_rate_increase,
-            value=err_c - err_k,
-            limit=limits.max_error_rate_increase,
-            canary=err_c,
-            control=err_k,
-            detail=f"errors per inference {err_c:.4f} vs {err_k:.4f}",
+        _upper(
+            "error_rate_increase",
+            err_c - err_k,
+            limits.max_error_rate_increase,
+            f"errors per inference {err_c:.4f} vs {err_k:.4f}",
+            err_c,
+            err_k,
         )
     )
     failed = [g for g in gates if not g.passed]
     reason = "; ".join(f"{g.gate} failed: {g.detail} (limit {g.limit})" for g in failed) or "all gates passed"
     return HealthReport(judged=True, passed=not failed, gates=gates, reason=reason, **base)
+
+
+def _upper(
+    gate: str,
+    value: float | None,
+    limit: float,
+    detail: str,
+    canary: float | None = None,
+    control: float | None = None,
+) -> GateResult:
+    """A gate that passes while `value` stays at or under `limit` (or cannot be computed)."""
+    passed = value is None or value <= limit
+    return GateResult(gate=gate, passed=passed, value=value, limit=limit, canary=canary, control=control, detail=detail)
 
 
 def _f(x: float | None) -> str:

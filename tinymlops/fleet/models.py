@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -115,6 +116,7 @@ telemetry = Table(
     Column("window_end", TS, nullable=False),
     Column("received_at", TS, nullable=False),
     Column("body", Text, nullable=False),  # TelemetryAggregate as JSON
+    Column("packed", LargeBinary, nullable=False),  # its counts as int64 (telemetry.pack): summed without parsing
     Index("ix_telemetry_window_end", "window_end"),
     Index("ix_telemetry_device", "device_id"),
 )

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from tinymlops.errors import TinyMLOpsError
 from tinymlops.fleet import FleetError, auth
 from tinymlops.fleet.engine import RolloutError, RolloutReport, RolloutState, Verb
+from tinymlops.fleet.group_commit import GroupCommit
 from tinymlops.fleet.policy import RolloutPolicy
 from tinymlops.fleet.service import Clock, RolloutService, utcnow
 from tinymlops.fleet.store import NotFound, Store, StoreConflict, utc
@@ -54,12 +55,15 @@ class FleetSettings(BaseModel):
     max_bundle_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     tick_seconds: float | None = Field(5.0, gt=0, description="background rollout ticks; None: only on request")
     policy: RolloutPolicy = RolloutPolicy()
+    # Simulations only (never read from the environment): the server's "now" comes from this
+    # tinymlops.fleet.clock.SharedClock file, which the simulation moves. None: the wall clock.
+    clock_file: Path | None = None
 
     @classmethod
     def from_env(cls, home: Path, **overrides: Any) -> FleetSettings:
         """TINYMLOPS_FLEET_DB_URL, TINYMLOPS_FLEET_ADMIN_TOKENS ("name:token,…"),
         TINYMLOPS_FLEET_PROVISIONING_TOKEN, TINYMLOPS_FLEET_TRUST (root public key file),
-        TINYMLOPS_FLEET_REVOCATIONS (root-signed revocation list file)."""
+        TINYMLOPS_FLEET_REVOCATIONS (root-signed revocation list file), TINYMLOPS_FLEET_VENDOR."""
         tokens: dict[str, SecretStr] = {}
         for item in filter(None, os.environ.get("TINYMLOPS_FLEET_ADMIN_TOKENS", "").split(",")):
             name, sep, token = item.partition(":")
@@ -77,6 +81,8 @@ class FleetSettings(BaseModel):
             trust_anchor=Path(trust) if trust else None,
             revocations=Path(revocations) if revocations else None,
         )
+        if vendor := os.environ.get("TINYMLOPS_FLEET_VENDOR"):
+            values["vendor"] = vendor
         return cls(**{**values, **overrides})
 
 
@@ -169,12 +175,17 @@ DeviceId = Annotated[str, PathParam(pattern=NAME)]
 
 
 def create_app(settings: FleetSettings, *, clock: Clock = utcnow, store: Store | None = None) -> FastAPI:
+    if settings.clock_file is not None:
+        from tinymlops.fleet.clock import SharedClock
+
+        clock = SharedClock(settings.clock_file)
     store = store or Store.open(settings.db_url)
     service = RolloutService(store, clock)
     admins = auth.AdminTokens({n: t.get_secret_value() for n, t in settings.admin_tokens.items()})
     provisioning_digest = (
         auth.digest(settings.provisioning_token.get_secret_value()) if settings.provisioning_token else None
     )
+    telemetry_writes = GroupCommit(store.add_telemetry_many)
     incoming = settings.bundle_dir / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
 
@@ -285,12 +296,15 @@ def create_app(settings: FleetSettings, *, clock: Clock = utcnow, store: Store |
         return Ack(accepted=True, duplicate=not new)
 
     @app.post("/v1/devices/{device_id}/telemetry", response_model=Ack, status_code=202, tags=["device"])
-    def telemetry(
+    async def telemetry(
         device_id: DeviceId, body: TelemetryAggregate, authorization: Annotated[str | None, Header()] = None
     ) -> Ack:
-        """Aggregates only (fixed-bin histograms and counters): no raw inputs ever leave a device."""
+        """Aggregates only (fixed-bin histograms and counters): no raw inputs ever leave a device.
+
+        Runs on the event loop like poll (the credential check is a point query); the window joins
+        a group commit with the others arriving meanwhile, and is stored when this answers."""
         device_row(device_id, authorization)
-        store.add_telemetry(device_id, body, clock())
+        await telemetry_writes.submit((device_id, body, clock()))
         return Ack(accepted=True)
 
     # -- admin API -------------------------------------------------------------------------------
@@ -450,6 +464,19 @@ def _place(tmp: Path, target: Path) -> None:
         os.close(fd)
 
 
+def project_defaults(root: Path) -> dict[str, Any]:
+    """What the project at `root` says about its fleet: the rollout policy (configs/rollout.yaml) and
+    the vendor that device class ids are derived from (configs/devices.yaml), where present."""
+    from tinymlops.device.profiles import load_profiles
+
+    found: dict[str, Any] = {}
+    if (Path(root) / "configs" / RolloutPolicy.FILE).is_file():
+        found["policy"] = RolloutPolicy.load_from(root)
+    if (Path(root) / "configs" / "devices.yaml").is_file() and (profiles := load_profiles(root)):
+        found["vendor"] = profiles[0].vendor
+    return found
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory (`tinymlops.fleet.server:app_from_env`, factory=True) for multi-worker runs:
     settings from the environment, under TINYMLOPS_HOME."""
@@ -457,9 +484,9 @@ def app_from_env() -> FastAPI:
 
     env = Environment.from_env(os.environ.get("TINYMLOPS_ROOT", "."))
     tick = os.environ.get("TINYMLOPS_FLEET_TICK_SECONDS")
-    overrides: dict[str, Any] = {}
-    if (env.root / "configs" / RolloutPolicy.FILE).is_file():
-        overrides["policy"] = RolloutPolicy.load_from(env.root)
+    overrides = project_defaults(env.root)
+    if os.environ.get("TINYMLOPS_FLEET_VENDOR"):  # set explicitly: it wins over configs/devices.yaml
+        overrides.pop("vendor", None)
     if tick is not None:
         overrides["tick_seconds"] = float(tick) if float(tick) > 0 else None
     return create_app(FleetSettings.from_env(env.home, **overrides))

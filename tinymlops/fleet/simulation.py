@@ -1,11 +1,13 @@
 """One library call for a whole simulated rollout: a real fleet server, a simulated fleet, the engine.
 
-simulate_rollout starts the fleet server (SQLite under `workdir`, uvicorn on loopback in a thread)
-with an accelerated clock, uploads the release (and rollback) bundles through the admin API (the
-server verifies them), enrols the fleet, creates and starts the rollout, then runs rounds: every
-device polls, installs what it is assigned and sends one telemetry window; the clock jumps past
-the current group's soak; the engine judges. It stops when the rollout is final, when the engine
-paused it (nobody is there to resume), or after `max_rounds`.
+simulate_rollout starts the fleet server (SQLite under `workdir`, uvicorn on loopback) in
+`config.server_workers` processes of its own, so that the server and the simulated devices do not
+share one GIL; the server reads an accelerated clock from a file the simulation moves
+(tinymlops.fleet.clock, FleetSettings.clock_file). It uploads the release (and rollback) bundles
+through the admin API (the server verifies them), enrols the fleet, creates and starts the
+rollout, then runs rounds: every device polls, installs what it is assigned and sends one
+telemetry window; the clock jumps past the current group's soak; the engine judges. It stops when
+the rollout is final, when the engine paused it (nobody is there to resume), or after `max_rounds`.
 
 What devices report is measured from the bundles' own models on TFLite Micro over the field split
 (tinymlops.fleet.behaviour), unless `config.behaviour` overrides a sequence. The fleet starts on
@@ -38,6 +40,7 @@ from pydantic import BaseModel
 
 from tinymlops.device.profiles import DeviceProfile
 from tinymlops.fleet import FleetError
+from tinymlops.fleet.clock import SharedClock
 from tinymlops.fleet.engine import FINAL, RolloutReport
 from tinymlops.fleet.policy import RolloutPolicy
 from tinymlops.fleet.simulator import (
@@ -71,14 +74,6 @@ class SimulatedRollout(BaseModel):
         return f"{self.status} on {self.devices} simulated devices ({self.decision})"
 
 
-class AcceleratedClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def default_profiles() -> list[DeviceProfile]:
     """configs/devices.yaml of the working directory, else of the checkout holding this package."""
     from tinymlops.device.profiles import load_profiles
@@ -101,9 +96,15 @@ def open_bundle(path: Path, trust: object) -> tuple[int, bytes]:
 
 
 def _measured(
-    bundles: dict[str, Path], trust: object, profiles: dict[str, DeviceProfile], field: object, seed: int
+    bundles: dict[str, Path],
+    trust: object,
+    profiles: dict[str, DeviceProfile],
+    field: object,
+    seed: int,
+    seen: dict[tuple[bytes, tuple[str, ...]], ReleaseBehaviour],
 ) -> tuple[int, ReleaseBehaviour | None]:
-    """One measurement per distinct model in the release; latency per class from its profile."""
+    """One measurement per distinct model and set of classes, also across releases (`seen`): the
+    rollback release is often the previous model re-signed, and TFLM would measure it again."""
     sequences, models = set(), {}
     for device_class, path in bundles.items():
         sequence, model = open_bundle(path, trust)
@@ -117,7 +118,10 @@ def _measured(
 
     merged: ReleaseBehaviour | None = None
     for model, members in models.items():
-        b = measure_behaviour(model, field, members, seed)  # type: ignore[arg-type]
+        key = (model, tuple(p.device_class for p in members))
+        if key not in seen:
+            seen[key] = measure_behaviour(model, field, members, seed)  # type: ignore[arg-type]
+        b = seen[key]
         by_class = {**(merged.latency_ms_by_class if merged else {}), **b.latency_ms_by_class}
         merged = b.model_copy(update={"latency_ms_by_class": by_class})
     return sequences.pop(), merged
@@ -150,8 +154,8 @@ def simulate_rollout(
     simulated devices over real HTTP; see the module docstring."""
     from tinymlops.bundle import load_trust
     from tinymlops.fleet.client import FleetAdmin
-    from tinymlops.fleet.server import FleetSettings, create_app
-    from tinymlops.fleet.serving import serve_in_thread
+    from tinymlops.fleet.server import FleetSettings
+    from tinymlops.fleet.serving import serve_fleet
 
     started = time.perf_counter()
     if (rollback_id is None) != (rollback_bundles is None):
@@ -172,12 +176,13 @@ def simulate_rollout(
         field = load_split(config.field_data, "test")
 
     release_bundles = {c: Path(release_bundles[c]) for c in config.classes}
-    release_seq, release_b = _measured(release_bundles, trust, profiles, field, config.seed)
+    seen: dict[tuple[bytes, tuple[str, ...]], ReleaseBehaviour] = {}
+    release_seq, release_b = _measured(release_bundles, trust, profiles, field, config.seed, seen)
     measured: dict[int, ReleaseBehaviour] = {}
     rollback_seq = None
     if rollback_bundles is not None:
         rollback_bundles = {c: Path(rollback_bundles[c]) for c in config.classes}
-        rollback_seq, rollback_b = _measured(rollback_bundles, trust, profiles, field, config.seed)
+        rollback_seq, rollback_b = _measured(rollback_bundles, trust, profiles, field, config.seed, seen)
         if rollback_b is not None:
             measured[rollback_seq] = rollback_b
     if release_b is not None:
@@ -191,7 +196,7 @@ def simulate_rollout(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     admin_token, provisioning = secrets.token_hex(16), secrets.token_hex(16)
-    clock = AcceleratedClock(datetime.now(timezone.utc).replace(microsecond=0))
+    clock = SharedClock.create(workdir / "clock", datetime.now(timezone.utc).replace(microsecond=0))
     settings = FleetSettings(
         db_url=f"sqlite:///{workdir / 'fleet.db'}",
         bundle_dir=workdir / "bundles",
@@ -201,6 +206,7 @@ def simulate_rollout(
         vendor=profiles[config.classes[0]].vendor,
         tick_seconds=None,  # the simulation steps the engine itself, once per round
         policy=policy,
+        clock_file=clock.path,  # the server processes read the accelerated clock the simulation moves
     )
     flash_base = Path("/dev/shm") if Path("/dev/shm").is_dir() else workdir
     flash_root = Path(tempfile.mkdtemp(prefix="tinymlops-flash-", dir=flash_base))
@@ -235,7 +241,7 @@ def simulate_rollout(
                 states.append(dict(Counter(_state_of(d, release_seq, rollback_seq) for d in sim.devices)))
 
     try:
-        with serve_in_thread(create_app(settings, clock=clock)) as url, FleetAdmin(url, admin_token) as admin:
+        with serve_fleet(settings, workers=config.server_workers) as url, FleetAdmin(url, admin_token) as admin:
             for device_class, path in release_bundles.items():
                 admin.upload_bundle(release_id, device_class, path)
             for device_class, path in (rollback_bundles or {}).items():
@@ -243,6 +249,7 @@ def simulate_rollout(
             asyncio.run(drive(url, admin))
             final, _ = admin.status(ROLLOUT_ID)
     finally:
+        clock.close()
         shutil.rmtree(flash_root, ignore_errors=True)
     return SimulatedRollout(
         rollout_id=ROLLOUT_ID,

@@ -6,8 +6,11 @@ bin by bin, and a canary and its control are always compared on the same grid.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterable
 from datetime import datetime
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Upper edges in milliseconds; one more bin catches everything above the last edge.
@@ -15,6 +18,8 @@ LATENCY_EDGES_MS: tuple[float, ...] = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50,
 LATENCY_BINS = len(LATENCY_EDGES_MS) + 1
 CONFIDENCE_BINS = 20  # top-1 probability in [0, 1], 0.05 wide
 MAX_CLASSES = 256
+# pack(): the counters, then the fixed bins, then the class bins (as many as the device sent)
+PACKED_HEAD = 5 + LATENCY_BINS + CONFIDENCE_BINS
 
 
 class ErrorCounters(BaseModel):
@@ -96,6 +101,31 @@ class Aggregate(BaseModel):
             boot_count=boots,
         )
 
+    @classmethod
+    def of_packed(cls, packed: Iterable[bytes], devices: int) -> Aggregate:
+        """The sum of many pack()ed aggregates, added as int64 vectors (one numpy sum per width)."""
+        by_width: dict[int, list[bytes]] = {}
+        for blob in packed:
+            by_width.setdefault(len(blob), []).append(blob)
+        sums = [
+            np.frombuffer(b"".join(blobs), "<i8").reshape(len(blobs), -1).sum(axis=0) for blobs in by_width.values()
+        ]
+        width = max((len(v) for v in sums), default=PACKED_HEAD)
+        total = np.zeros(width, dtype=np.int64)
+        for v in sums:
+            total[: len(v)] += v
+        t = [int(x) for x in total]
+        lat, conf = 5 + LATENCY_BINS, PACKED_HEAD
+        return cls(
+            devices=devices,
+            inference_count=t[0],
+            boot_count=t[1],
+            errors=ErrorCounters(invoke=t[2], input=t[3], watchdog=t[4]),
+            latency_hist=t[5:lat],
+            confidence_hist=t[lat:conf],
+            class_hist=t[conf:],
+        )
+
     def latency_quantile(self, q: float) -> float | None:
         """Quantile in ms, linear inside the bin (the open last bin reports its lower edge)."""
         total = sum(self.latency_hist)
@@ -120,6 +150,13 @@ class Aggregate(BaseModel):
 
     def error_rate(self) -> float:
         return self.errors.total / self.inference_count if self.inference_count else 0.0
+
+
+def pack(t: TelemetryAggregate) -> bytes:
+    """The aggregate's counts as little-endian int64 (see PACKED_HEAD): what the store keeps beside
+    the JSON, so summing thousands of windows needs no parsing."""
+    e, values = t.errors, (*t.latency_hist, *t.confidence_hist, *t.class_hist)
+    return struct.pack(f"<{5 + len(values)}q", t.inference_count, t.boot_count, e.invoke, e.input, e.watchdog, *values)
 
 
 def _add(into: list[int], values: list[int]) -> None:

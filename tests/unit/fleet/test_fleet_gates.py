@@ -20,6 +20,7 @@ from tinymlops.fleet.telemetry import (
     TelemetryAggregate,
     bin_confidence,
     bin_latency,
+    pack,
 )
 
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -79,6 +80,16 @@ def test_aggregates_add_bin_by_bin() -> None:
     total = Aggregate.of([a, b])
     assert total.devices == 2 and total.errors.invoke == 5 and total.boot_count == 2
     assert total.latency_hist == [x + y for x, y in zip(a.latency_hist, b.latency_hist, strict=True)]
+
+
+def test_packed_aggregates_sum_to_what_the_parsed_ones_do() -> None:
+    """What the store sums (telemetry.pack per window) equals Aggregate.of, class widths mixed."""
+    rng = np.random.default_rng(3)
+    windows = [device(rng, errors=i % 3) for i in range(7)]
+    narrow = windows[0].model_copy(update={"class_hist": windows[0].class_hist[:4], "errors": ErrorCounters(input=2)})
+    windows += [narrow, narrow.model_copy(update={"class_hist": []})]
+    assert Aggregate.of_packed([pack(w) for w in windows], devices=4) == Aggregate.of(windows, devices=4)
+    assert Aggregate.of_packed([], devices=0) == Aggregate.of([], devices=0)
 
 
 @pytest.mark.parametrize(
