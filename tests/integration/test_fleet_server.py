@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bundle_keys import sign_releases
 from sqlalchemy import create_engine, func, select
 
 from tinymlops.fleet import models as m
@@ -82,22 +83,7 @@ def bundles(keys, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, s
     re-signed with sequence 3, the rollback target."""
     _, signer = keys
     out = tmp_path_factory.mktemp("bundles")
-    made = {}
-    for release, sequence, model in (("r2", 2, b"new-model"), ("r1b", 3, b"old-model")):
-        for device_class in CLASSES:
-            draft = bundle_lib.ManifestDraft(
-                model_name="digits",
-                model_version=release,
-                sequence=sequence,
-                vendor="tinymlops",
-                device_class=device_class,
-                arena_bytes=20_000,
-                ops=["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"],
-            )
-            path = out / f"{release}-{device_class}.bundle"
-            bundle_lib.build_bundle(model * 2000, draft, signer, path, now=T0 - timedelta(hours=1))
-            made[(release, device_class)] = path
-    return made
+    return sign_releases(signer, out, {"r2": 2, "r1b": 3}, CLASSES, now=T0 - timedelta(hours=1))
 
 
 def fast_policy(**health: object) -> RolloutPolicy:

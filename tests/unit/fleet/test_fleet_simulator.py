@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from bundle_keys import sign_releases
 
 from tinymlops.fleet.client import FleetAdmin
 from tinymlops.fleet.policy import GroupPolicy, HealthPolicy, RolloutPolicy
@@ -38,21 +39,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     directory = tmp_path_factory.mktemp("simkeys")
     paths = bundle_lib.init_keys(directory, None, now=T0 - timedelta(days=1))
     signer = bundle_lib.load_signer(directory, None, now=T0)
-    made = {}
-    for release, sequence in (("r2", 2), ("r1b", 3)):
-        for device_class in CLASSES:
-            draft = bundle_lib.ManifestDraft(
-                model_name="digits",
-                model_version=release,
-                sequence=sequence,
-                vendor="tinymlops",
-                device_class=device_class,
-                arena_bytes=20_000,
-                ops=["FULLY_CONNECTED"],
-            )
-            out = directory / f"{release}-{device_class}.bundle"
-            bundle_lib.build_bundle(release.encode() * 5000, draft, signer, out, now=T0 - timedelta(hours=1))
-            made[(release, device_class)] = out
+    made = sign_releases(signer, directory, {"r2": 2, "r1b": 3}, CLASSES, payload=5000, now=T0 - timedelta(hours=1))
     return paths, made
 
 
