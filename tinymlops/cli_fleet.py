@@ -210,6 +210,7 @@ def devices(
     trust: Path = typer.Option(..., "--trust", help="root public key the devices verify bundles against"),
     interval: float = typer.Option(5.0, "--interval", min=0.05, help="seconds between polls"),
     seconds: float | None = typer.Option(None, "--seconds", min=0, help="stop after this long (default: Ctrl-C)"),
+    prefix: str = typer.Option("sim", "--prefix", help="device ids' prefix: one per process sharing a server"),
     seed: int = typer.Option(0, "--seed"),
     root: Path = RootOpt,
 ) -> None:
@@ -232,7 +233,7 @@ def devices(
         raise ConfigError(f"{trust}: trust anchor file not found")
     profiles = load_profiles(root)
     classes = sorted({p.device_class for p in profiles})
-    config = SimulationConfig(devices=count, classes=classes, seed=seed, window_seconds=interval)
+    config = SimulationConfig(devices=count, device_prefix=prefix, classes=classes, seed=seed, window_seconds=interval)
     console = Console()
     with DeviceFarm(url, token, config, trust, vendor=profiles[0].vendor, interval_seconds=interval) as farm:
         console.print(f"{count:,} devices of {len(classes)} classes enrolled at {url}; Ctrl-C stops them")

@@ -127,11 +127,14 @@ def test_cli_devices_enrol_and_poll_until_told_to_stop(
         assert code == 1 and err.strip().count("\n") == 0 and "TINYMLOPS_FLEET_PROVISIONING_TOKEN" in err
         monkeypatch.setenv("TINYMLOPS_FLEET_PROVISIONING_TOKEN", PROVISION)
         code, out, err = run_cli(monkeypatch, capsys, *args, "--seconds", 1.5, "--root", REPO)
-    assert code == 0, err
-    assert "12 devices of 5 classes enrolled" in out and "stopped after" in out
+        assert code == 0, err
+        assert "12 devices of 5 classes enrolled" in out and "stopped after" in out
+        # a second process of devices shares the server under its own prefix
+        code, _, err = run_cli(monkeypatch, capsys, *args, "--seconds", 0.5, "--prefix", "b", "--root", REPO)
+        assert code == 0, err
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as c:
         enrolled = c.execute(text("SELECT count(*), count(DISTINCT device_class) FROM devices")).one()
     engine.dispose()
-    assert tuple(enrolled) == (12, 5)
+    assert tuple(enrolled) == (24, 5)
     assert PROVISION not in out + err  # the token is never printed

@@ -1,15 +1,16 @@
-"""Fleet simulator (skeleton): N emulated devices as asyncio tasks in one process, speaking the
-real device protocol to a real fleet server over HTTP on loopback.
+"""Fleet simulator: N emulated devices as asyncio tasks in one process, speaking the real device
+protocol to a real fleet server over HTTP. Several processes can share one fleet server, each
+with its own `device_prefix` (`tinymlops fleet devices --prefix`).
 
 Each round a device polls; with an assignment it downloads (resuming with Range after a simulated
 power cut), verifies the bundle with tinymlops.bundle.verify_bundle against its trust anchor,
 class and anti-rollback sequence, reports every stage with an idempotency key (retrying until
 acknowledged), then sends one telemetry window from the model it runs.
 
-What is synthetic for now: the *behaviour* of a model on the device (latency, top-1 confidence,
-predicted classes, crashes) comes from a per-sequence ReleaseBehaviour, not from running the
-bundle on TFLite Micro. `installer=` accepts any callable (bundle bytes → Outcome), which is where
-the HIL firmware emulator (tinymlops.device.firmware.Device.install) plugs in.
+What devices report (latency, top-1 confidence, predicted classes, crashes) comes from a
+per-sequence ReleaseBehaviour: measured on TFLite Micro from the release's model by
+simulate_rollout, or synthetic. `installer=` accepts any callable (bundle bytes → Outcome); the
+HIL firmware emulator (tinymlops.device.firmware.Device.install) plugs in there.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class SimulationConfig(Model):
     devices (all of them up to `firmware_all_up_to`) run the real firmware emulator."""
 
     devices: int = Field(100, ge=1)
+    device_prefix: str = Field("sim", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$", description="device ids' prefix")
     classes: list[str] = Field(default_factory=lambda: ["m4"])
     seed: int = 0
     faults: Faults = Faults()
@@ -167,7 +169,12 @@ class Simulator:
         assert self._http is not None, "use `async with Simulator(...)`"
         c, f = self.config, self.config.faults
         for i in range(c.devices):
-            d = SimDevice(self._http, f"sim-{i:06d}", c.classes[i % len(c.classes)], random.Random(c.seed * 7919 + i))
+            d = SimDevice(
+                self._http,
+                f"{c.device_prefix}-{i:06d}",
+                c.classes[i % len(c.classes)],
+                random.Random(c.seed * 7919 + i),
+            )
             d.sequence, d.slot = c.initial_sequence, "confirmed"
             d.fails_install = self.rng.random() < f.fail_install
             d.loses_power = self.rng.random() < f.power_loss
