@@ -306,17 +306,8 @@ def test_upload_refuses_a_bundle_signed_by_a_revoked_key(tmp_path: Path) -> None
     """The server checks the root-signed revocation list on every upload, re-read each time."""
     directory = tmp_path / "keys"
     paths = bundle_lib.init_keys(directory, None, now=T0 - timedelta(days=1))
-    draft = bundle_lib.ManifestDraft(
-        model_name="digits",
-        model_version="r2",
-        sequence=2,
-        vendor="tinymlops",
-        device_class="m4",
-        arena_bytes=1,
-        ops=[],
-    )
-    signed = tmp_path / "m4.bundle"
-    bundle_lib.build_bundle(b"model" * 100, draft, bundle_lib.load_signer(directory, None, now=T0), signed, now=T0)
+    signer = bundle_lib.load_signer(directory, None, now=T0)
+    signed = sign_releases(signer, tmp_path, {"r2": 2}, ("m4",), now=T0)[("r2", "m4")]
     settings = FleetSettings(
         db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
         bundle_dir=tmp_path / "stored",
