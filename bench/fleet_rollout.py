@@ -30,14 +30,14 @@ def main() -> None:
     ap.add_argument("--server-workers", type=int, default=None, help="default: SimulationConfig's")
     args = ap.parse_args()
 
-    from tinymlops import stages
     from tinymlops.bundle import init_keys, load_signer
-    from tinymlops.data.split import load_split
     from tinymlops.device.firmware import fit_problems
     from tinymlops.device.profiles import load_profiles
     from tinymlops.fleet.policy import RolloutPolicy
-    from tinymlops.fleet.simulation import build_release, simulate_rollout
-    from tinymlops.fleet.simulator import SimulationConfig
+    from tinymlops.fleetsim.simulation import build_release, simulate_rollout
+    from tinymlops.fleetsim.simulator import SimulationConfig
+    from tinymlops.ml.data.split import load_split
+    from tinymlops.pipeline import stages
     from tinymlops.settings import Environment, TrackingConfig, load_params
     from tinymlops.tracking import Tracker
 

@@ -46,15 +46,15 @@ def fresh_project(dest: Path) -> Path:
 def bare_work(params, prepared: Path, work: Path) -> float:
     """The pipeline's library work, called directly: train, watermark, int8, evaluate, verify the
     watermark, one signed bundle per class, HIL on every profile. No Prefect, MLflow or DVC."""
-    from tinymlops import hil
     from tinymlops.bundle import build_bundle, ensure_dev_keys, load_signer, load_trust
-    from tinymlops.data.split import load_meta, load_split
+    from tinymlops.device import hil
     from tinymlops.device.profiles import load_profiles
-    from tinymlops.evaluate import evaluate
-    from tinymlops.model.train import train
-    from tinymlops.quantize import quantize
-    from tinymlops.watermark import WatermarkConfig, ensure_dev_key, verify_tflite
-    from tinymlops.watermark.embed import embed
+    from tinymlops.ml.data.split import load_meta, load_split
+    from tinymlops.ml.evaluate import evaluate
+    from tinymlops.ml.model.train import train
+    from tinymlops.ml.quantize import quantize
+    from tinymlops.ml.watermark import WatermarkConfig, ensure_dev_key, verify_tflite
+    from tinymlops.ml.watermark.embed import embed
 
     meta = load_meta(prepared)
     tr, va, te = (load_split(prepared, s) for s in ("train", "val", "test"))
@@ -80,10 +80,11 @@ def bare_work(params, prepared: Path, work: Path) -> float:
 def pipeline_run(root: Path):
     os.environ["TINYMLOPS_HOME"] = str(root / ".tinymlops")
     from flows.pipeline import pipeline
-    from tasks.context import PipelineRun
+    from tasks.context import project
 
     start = time.perf_counter()
-    summary = pipeline(PipelineRun(root=str(root), rollout_devices=0))  # like the bare work: no fleet
+    with project(root):
+        summary = pipeline(rollout_devices=0)  # like the bare work: no fleet
     return time.perf_counter() - start, summary
 
 
@@ -99,7 +100,7 @@ def task_times(flow_run_id: str) -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    from tinymlops import stages
+    from tinymlops.pipeline import stages
     from tinymlops.settings import Environment, TrackingConfig, load_params
     from tinymlops.tracking import Tracker
 

@@ -62,7 +62,7 @@ def timings(trigger, work: Path) -> list[float]:
 def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.deployments import register
+    from deploy.deployments import register
     from flows.webhook import deployment_trigger
     from tinymlops.settings import Environment, TrackingConfig
     from tinymlops.tracking import Tracker

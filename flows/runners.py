@@ -6,30 +6,20 @@ Dask scheduler (tcp://host:8786), otherwise a LocalCluster is started for the fl
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-from tinymlops.errors import ConfigError
-
-RUNNER_ENV = "TINYMLOPS_TASK_RUNNER"
-DASK_ADDRESS_ENV = "TINYMLOPS_DASK_ADDRESS"
-WORKERS_ENV = "TINYMLOPS_TASK_WORKERS"
+from tinymlops.settings import TaskRunnerSettings
 
 
-def task_runner_from_env():
-    kind = os.environ.get(RUNNER_ENV, "thread").strip().lower() or "thread"
-    workers = os.environ.get(WORKERS_ENV)
-    if workers is not None and not workers.isdigit():
-        raise ConfigError(f"{WORKERS_ENV}: expected a positive integer, got {workers!r}")
-    if kind == "thread":
+def task_runner_from_env() -> Any:
+    settings = TaskRunnerSettings.from_env()
+    if settings.kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=int(workers) if workers else None)
-    if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+        return ThreadPoolTaskRunner(max_workers=settings.workers)
+    from prefect_dask import DaskTaskRunner
 
-        address = os.environ.get(DASK_ADDRESS_ENV)
-        if address:
-            return DaskTaskRunner(address=address)
-        # threads_per_worker=1: TensorFlow and TFLM already use the cores they get
-        return DaskTaskRunner(cluster_kwargs={"n_workers": int(workers) if workers else 2, "threads_per_worker": 1})
-    raise ConfigError(f"{RUNNER_ENV}: expected 'thread' or 'dask', got {kind!r}")
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    # threads_per_worker=1: TensorFlow and TFLM already use the cores they get
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.workers or 2, "threads_per_worker": 1})

@@ -11,15 +11,8 @@ from tinymlops.triggers import PushEvent
 
 
 def run_parameters(event: PushEvent) -> dict[str, object]:
-    """The flow's parameters for a push (the flow takes one model, PipelineRun, named `run`)."""
-    return {
-        "run": {
-            "trigger": "webhook",
-            "git_ref": event.ref,
-            "git_sha": event.sha,
-            "repository": event.repository,
-        }
-    }
+    """The flow's parameters for a push (flat: the pipeline flow's own keyword parameters)."""
+    return {"trigger": "webhook", "git_ref": event.ref, "git_sha": event.sha, "repository": event.repository}
 
 
 def deployment_trigger(deployment: str = "pipeline/manual") -> Callable[[PushEvent], str]:

@@ -6,9 +6,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.context import Context
-from tinymlops import stages
-from tinymlops.data import split, versioning
-from tinymlops.data.validate import ValidationReport
+from tinymlops.ml.data import split, versioning
+from tinymlops.ml.data.validate import ValidationReport
+from tinymlops.pipeline import stages
 from tinymlops.tracking import Tracker
 
 

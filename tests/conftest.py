@@ -11,10 +11,20 @@ from pathlib import Path
 import pytest
 
 import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from tests.support.paths import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-# dvc.yaml's code dependencies (tinymlops/model, tinymlops/quantize.py) must exist in the project too.
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "tinymlops")
+# dvc.yaml's code dependencies (tinymlops/ml/model, tinymlops/ml/quantize.py) must exist in the project too,
+# and the firmware sources the HIL builds the update agent from (a deployment runs from the checkout).
+PROJECT_FILES = (
+    "params.yaml",
+    "dvc.yaml",
+    "configs",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    "tinymlops",
+    "firmware",
+)
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -59,7 +69,7 @@ def params():
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory: pytest.TempPathFactory, params) -> Path:
     """digits ingested, validated and split, once per session (read-only for tests)."""
-    from tinymlops import stages
+    from tinymlops.pipeline import stages
 
     work = tmp_path_factory.mktemp("digits")
     stages.ingest(params, REPO, work / "raw")
@@ -70,7 +80,7 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory, params) -> Path:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory: pytest.TempPathFactory, params, prepared_dir: Path) -> Path:
     """The default model trained once per session (read-only for tests)."""
-    from tinymlops import stages
+    from tinymlops.pipeline import stages
 
     out = tmp_path_factory.mktemp("trained") / "keras"
     stages.train(params, prepared_dir, out)
@@ -80,7 +90,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory, params, prepared_dir: 
 @pytest.fixture(scope="session")
 def tflite_dir(tmp_path_factory: pytest.TempPathFactory, params, prepared_dir: Path, trained_dir: Path) -> Path:
     """float + int8 (PTQ) .tflite of the session's model (read-only for tests)."""
-    from tinymlops import stages
+    from tinymlops.pipeline import stages
 
     out = tmp_path_factory.mktemp("tflite") / "ptq"
     stages.quantize(params, prepared_dir, trained_dir, out)

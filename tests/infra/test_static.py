@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import tinymlops
+from tests.support.paths import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 K8S = INFRA / "k8s" / "base"
 OUR_IMAGE = "ghcr.io/tinymlops/tinymlops"
@@ -28,7 +28,7 @@ CODE_DIRS = ("tinymlops", "flows", "tasks")
 IMAGE_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "PGDATA", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
 # Only in Kubernetes: the MLflow container expands it into its --backend-store-uri argument.
 INDIRECTION_VARS = {"MLFLOW_BACKEND_STORE_URI"}
-FLEET_CODE = ("tinymlops/fleet/server.py", "tinymlops/cli_fleet.py")
+FLEET_CODE = ("tinymlops/settings/fleet.py", "tinymlops/cli/fleet.py")
 FLEET_SECRETS = ("TINYMLOPS_FLEET_DB_URL", "TINYMLOPS_FLEET_ADMIN_TOKENS", "TINYMLOPS_FLEET_PROVISIONING_TOKEN")
 # Being written by the lead: its deployment is declared already; the file check skips until it lands.
 PENDING_FLOW_FILES = {"flows/rollout.py"}
@@ -121,7 +121,12 @@ def readme_vars() -> dict[str, str]:
 def env_reads(path: str) -> set[str]:
     """Environment variables a module reads or sets (os.environ.get/[…], os.getenv)."""
     text = (REPO / path).read_text()
-    return set(re.findall(r"""(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]+)["']""", text))
+    read = set(re.findall(r"""(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]+)["']""", text))
+    # names held in module constants: ADMIN_TOKENS = "TINYMLOPS_…" … os.environ.get(ADMIN_TOKENS
+    for const, name in re.findall(r"""^([A-Z][A-Z0-9_]*)\s*=\s*["']([A-Z][A-Z0-9_]+)["']""", text, re.M):
+        if re.search(rf"(?:environ\.get\(|environ\[|getenv\()\s*{const}\b", text):
+            read.add(name)
+    return read
 
 
 @cache
@@ -399,41 +404,42 @@ def test_fleet_k8s_secrets_trust_and_storage() -> None:
 
 
 def test_prefect_yaml_deployments() -> None:
-    from flows.deployments import read_specs, selected
+    from deploy.deployments import read_specs, selected
 
     specs = {s.full_name: s for s in read_specs(REPO)}
-    assert set(specs) == {"pipeline/retrain-nightly", "pipeline/manual", "rollout/manual"}
+    assert set(specs) == {"pipeline/retrain-nightly", "pipeline/manual", "rollout/manual", "pipeline/retrain-on-drift"}
     [nightly] = specs["pipeline/retrain-nightly"].schedules
     assert nightly.cron and nightly.timezone
     assert specs["pipeline/manual"].schedules == [] and specs["rollout/manual"].schedules == []
     for spec in specs.values():
         assert spec.work_pool.name == "tinymlops-process"
-    assert specs["pipeline/retrain-nightly"].parameters["run"]["trigger"] == "schedule"
-    assert specs["pipeline/manual"].parameters["run"]["trigger"] == "manual"
+    assert specs["pipeline/retrain-nightly"].parameters["trigger"] == "schedule"
+    assert specs["pipeline/manual"].parameters["trigger"] == "ui"
     assert specs["rollout/manual"].entrypoint == "flows/rollout.py:rollout"
     picked = lambda only: [s.full_name for s in selected(list(specs.values()), only)]  # noqa: E731
     assert picked({"rollout/manual"}) == ["rollout/manual"]
     assert picked({"manual"}) == ["pipeline/manual", "rollout/manual"]
 
 
-SPEC_NAMES = ["pipeline/retrain-nightly", "pipeline/manual", "rollout/manual"]
+SPEC_NAMES = ["pipeline/retrain-nightly", "pipeline/manual", "rollout/manual", "pipeline/retrain-on-drift"]
 
 
 @pytest.mark.parametrize("full_name", SPEC_NAMES)
 def test_deployment_entrypoint_defines_its_flow(full_name: str) -> None:
-    """The entrypoint file exists and defines a @flow function of that name (register() deploys it as
-    <function>/<deployment>)."""
-    from flows.deployments import read_specs
+    """The entrypoint file exists and defines that @flow function; register() deploys it as
+    <flow name>/<deployment>, the flow name being the decorator's `name=` or the function's."""
+    from deploy.deployments import read_specs
 
     [spec] = [s for s in read_specs(REPO) if s.full_name == full_name]
     path = REPO / spec.entrypoint_file
     if not path.is_file() and spec.entrypoint_file in PENDING_FLOW_FILES:
         pytest.skip(f"{spec.entrypoint_file} is not written yet (the lead's rollout flow); {full_name} is declared")
-    [func] = [n for n in ast.parse(path.read_text()).body if getattr(n, "name", None) == spec.flow_name]
+    [func] = [n for n in ast.parse(path.read_text()).body if getattr(n, "name", None) == spec.function]
     flows = [d for d in func.decorator_list if _decorator_name(d) == "flow"]
-    assert flows, f"{spec.entrypoint}: {spec.flow_name} is not a @flow"
+    assert flows, f"{spec.entrypoint}: {spec.function} is not a @flow"
     names = [k.value.value for d in flows if isinstance(d, ast.Call) for k in d.keywords if k.arg == "name"]
     assert names in ([], [spec.flow_name]), f"{spec.entrypoint}: flow named {names}, deployed as {spec.full_name}"
+    assert names or spec.flow_name == spec.function
 
 
 def _decorator_name(node: ast.expr) -> str | None:
@@ -442,7 +448,7 @@ def _decorator_name(node: ast.expr) -> str | None:
 
 
 def test_register_refuses_a_missing_entrypoint_before_registering_anything(tmp_path: Path) -> None:
-    from flows.deployments import register
+    from deploy.deployments import register
     from tinymlops.errors import TinyMLOpsError
 
     (tmp_path / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())

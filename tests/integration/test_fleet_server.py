@@ -15,14 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bundle_keys import sign_releases
 from sqlalchemy import create_engine, func, select
 
+from tests.support.bundle_keys import sign_releases
 from tinymlops.fleet import models as m
+from tinymlops.fleet.api import create_app
+from tinymlops.fleet.api.serving import serve_in_thread
 from tinymlops.fleet.client import AsyncDevice, FleetAdmin, FleetHTTPError
+from tinymlops.fleet.config import FleetSettings
 from tinymlops.fleet.policy import GroupPolicy, HealthPolicy, RolloutPolicy
-from tinymlops.fleet.server import FleetSettings, create_app
-from tinymlops.fleet.serving import serve_in_thread
 from tinymlops.fleet.store import Store, make_engine, migrate
 from tinymlops.fleet.telemetry import CONFIDENCE_BINS, LATENCY_BINS, TelemetryAggregate
 
@@ -274,6 +275,34 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(fleet: Fleet) -> None:
 
 
 # -- releases --------------------------------------------------------------------------------------
+def test_device_routes_answer_bad_parameters_with_where_and_why(fleet: Fleet) -> None:
+    """The device routes read their own parameters (the hot path skips FastAPI's per-request
+    solving): a bad one is still a 422 naming where, never echoing the value."""
+    (d,) = run(enrol_all(fleet.url, 1))
+    auth = {"Authorization": f"Bearer {d.credential}"}
+    poll = f"{fleet.url}/v1/devices/{d.device_id}/assignment"
+    for params, loc in (
+        ({"slot": "bogus-slot"}, ["query", "slot"]),
+        ({"sequence": "-1"}, ["query", "sequence"]),
+        ({"class": "bad class!"}, ["query", "class"]),
+    ):
+        r = httpx.get(poll, params=params, headers=auth)
+        assert r.status_code == 422 and [e["loc"] for e in r.json()["detail"]] == [loc], r.text
+        assert all(str(v) not in r.text for v in params.values())
+    r = httpx.get(f"{fleet.url}/v1/devices/bad%0Aname/assignment", headers=auth)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "device_id"]
+    r = httpx.get(f"{fleet.url}/v1/devices/{d.device_id}/bundles/..%2Fetc", headers=auth)
+    assert r.status_code in (404, 422)
+    assert httpx.get(poll, params={"slot": "confirmed", "sequence": 0}, headers=auth).status_code == 204
+    # the OpenAPI description still lists every parameter the routes read
+    spec = httpx.get(f"{fleet.url}/openapi.json").json()["paths"]
+    named = {p["name"] for p in spec["/v1/devices/{device_id}/assignment"]["get"]["parameters"]}
+    assert named == {"device_id", "sequence", "slot", "class"}
+    download = spec["/v1/devices/{device_id}/bundles/{release_id}"]["get"]["parameters"]
+    assert [p["name"] for p in download] == ["device_id", "release_id"]
+    assert all(p["schema"]["pattern"] for p in download)
+
+
 def test_upload_verifies_bundles_before_keeping_them(fleet: Fleet, bundles, tmp_path: Path) -> None:
     good = bundles[("r2", "m4")]
     with pytest.raises(FleetHTTPError) as wrong_class:
@@ -475,7 +504,7 @@ def test_migrations_build_exactly_the_models_and_are_idempotent(db_url: str) -> 
 
     engine = make_engine(db_url)
     try:
-        assert migrate(engine) == "0002" and migrate(engine) == "0002"
+        assert migrate(engine) == "0006" and migrate(engine) == "0006"
         with engine.connect() as c:
             diff = compare_metadata(MigrationContext.configure(c), m.metadata)
         assert diff == []
@@ -529,7 +558,7 @@ def test_upgrade_packs_the_telemetry_already_stored(db_url: str) -> None:
                 ],
             )
             c.commit()
-        assert migrate(engine) == "0002"
+        assert migrate(engine) == "0006"
         with engine.connect() as c:
             stored = c.execute(select(m.telemetry.c.packed).order_by(m.telemetry.c.id)).scalars().all()
         assert stored == [pack(t) for t in windows]
@@ -543,14 +572,14 @@ def test_cli_migrate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     monkeypatch.setenv("TINYMLOPS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TINYMLOPS_FLEET_DB_URL", raising=False)
     monkeypatch.setattr(sys, "argv", ["tinymlops", "fleet", "migrate", "--root", str(Path(__file__).parents[2])])
-    monkeypatch.setitem(cli._state, "debug", False)
+    monkeypatch.setitem(cli.common.state, "debug", False)
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code in (0, None)
-    assert "at revision 0002" in capsys.readouterr().out
+    assert "at revision 0006" in capsys.readouterr().out
     engine = create_engine(f"sqlite:///{tmp_path / 'home' / 'fleet' / 'fleet.db'}")
     with engine.connect() as c:
-        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
     engine.dispose()
     assert os.environ.get("TINYMLOPS_FLEET_DB_URL") is None
 
@@ -562,7 +591,7 @@ def test_sigkill_mid_rollout_loses_no_report_and_assigns_nobody_twice(tmp_path: 
     once), and the rollout carries on without assigning anyone twice."""
     import signal
 
-    from tinymlops.fleet.serving import free_port, serve_in_process
+    from tinymlops.fleet.api.serving import free_port, serve_in_process
 
     paths, _ = keys
     home = tmp_path / "home"
@@ -632,10 +661,33 @@ def test_cli_serve_refuses_a_missing_trust_anchor_in_one_line(
     missing = tmp_path / "nowhere" / "root.pub"
     argv = ["tinymlops", "fleet", "serve", "--root", str(Path(__file__).parents[2]), "--trust", str(missing)]
     monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setitem(cli._state, "debug", False)
+    monkeypatch.setitem(cli.common.state, "debug", False)
     with pytest.raises(SystemExit) as done:
         cli.main()
     err = capsys.readouterr().err
     assert done.value.code == 1 and "Traceback" not in err
     assert err.strip() == f"error: {missing}: trust anchor file not found"
     assert not (tmp_path / "home" / "fleet" / "fleet.db").exists()  # nothing created
+
+
+def test_an_install_log_is_reported_in_one_request_and_retries_are_safe(fleet: Fleet, bundles) -> None:
+    upload_releases(fleet, bundles)
+    devices = run(enrol_all(fleet.url, 20))
+    fleet.admin.create_rollout("r2", rollback_release_id="r1b", rollout_id="batch")
+    fleet.admin.verb("batch", "start")
+    polls = run(poll_all(fleet.url, devices))
+    d = next(x for x in devices if polls[x.device_id].status_code == 200)
+    log = [("r2", stage, None, f"k-{stage}") for stage in ("downloaded", "verified", "installed", "confirmed")]
+
+    async def send() -> list[dict]:
+        async with httpx.AsyncClient(base_url=fleet.url) as http:
+            d.http = http
+            return [await d.report_many(log), await d.report_many(log)]
+
+    first, again = run(send())
+    assert first == {"accepted": True, "duplicate": [False] * 4} and again["duplicate"] == [True] * 4
+    assert fleet.count(m.reports) == 4
+    assert fleet.admin.status("batch")[1].counts.confirmed == 1
+    with fleet.store.engine.connect() as c:
+        row = c.execute(select(m.devices).where(m.devices.c.id == d.device_id)).one()
+    assert (row.current_sequence, row.slot_state) == (2, "confirmed")

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO  # noqa: E402
+
 K8S = REPO / "infra" / "k8s" / "base"
 OUR_IMAGE = "ghcr.io/tinymlops/tinymlops"
-DEPLOYMENTS = {"pipeline/retrain-nightly", "pipeline/manual", "rollout/manual"}
+DEPLOYMENTS = {"pipeline/retrain-nightly", "pipeline/manual", "rollout/manual", "pipeline/retrain-on-drift"}
 
 
 def kubernetes_pool():
-    from flows.deployments import read_spec_file
+    from deploy.deployments import read_spec_file
 
     return read_spec_file(REPO).definitions.work_pools["kubernetes"]
 
@@ -72,7 +72,7 @@ def deployed(prefect_server):
     register them on the process pool (same names) find the session server as they left it."""
     from prefect.client.orchestration import get_client
 
-    from flows.deployments import register
+    from deploy.deployments import register
 
     ids = register(REPO, pool="kubernetes")
     yield ids
@@ -108,7 +108,7 @@ def test_deployments_are_registered_on_the_kubernetes_pool(deployed: dict) -> No
     assert deployments["rollout/manual"].entrypoint == "flows/rollout.py:rollout"
     [nightly] = deployments["pipeline/retrain-nightly"].schedules
     assert (nightly.schedule.cron, nightly.schedule.timezone) == ("0 3 * * *", "Europe/Berlin")
-    assert deployments["pipeline/manual"].parameters == {"run": {"trigger": "manual"}}
+    assert deployments["pipeline/manual"].parameters == {"trigger": "ui"}
 
 
 def render_job(deployment_id) -> tuple[Any, dict]:
@@ -166,7 +166,7 @@ def test_a_pool_the_worker_created_first_gets_the_declared_template(prefect_serv
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect_kubernetes.worker import KubernetesWorker
 
-    from flows.deployments import base_job_template, ensure_pool
+    from deploy.deployments import base_job_template, ensure_pool
     from tinymlops.errors import ConfigError
 
     pool = kubernetes_pool().model_copy(update={"name": "tinymlops-kubernetes-worker-first"})
@@ -238,7 +238,7 @@ def test_flow_run_pods_see_what_the_other_pods_see() -> None:
 
 
 def test_an_unknown_pool_is_refused_before_anything_is_registered() -> None:
-    from flows.deployments import register
+    from deploy.deployments import register
     from tinymlops.errors import ConfigError
 
     with pytest.raises(

@@ -118,6 +118,7 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
     from flows.pipeline import pipeline
     from flows.rollout import RolloutRun, rollout
     from tasks.context import PipelineRun
+    from tasks.context import project as in_project
     from tinymlops.settings import TrackingConfig
     from tinymlops.tracking import Metric, Tag
 
@@ -161,8 +162,12 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
                 git_sha="0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
                 repository="octo-org/tinyml-app",
             )
-            with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{prefect_port}/api"}):
-                summary = pipeline(run)
+            with (
+                temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{prefect_port}/api"}),
+                in_project(run.root),
+            ):
+                origin = run.model_dump(include={"trigger", "git_ref", "git_sha", "repository"})
+                summary = pipeline(**origin)
                 # the rollout flow run again finds the finished rollout on the server: it resumes it
                 again = rollout(RolloutRun(root=str(project)))
                 with get_client(sync_client=True) as client:
@@ -174,7 +179,7 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
             stop(prefect_proc)
 
         # MLflow, through its API: the run, its metrics, its trigger tags, the registered model
-        mlflow_run = MlflowClient(tracking_uri).get_run(summary.mlflow_run_id)
+        mlflow_run = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_run(summary.mlflow_run_id)
         assert mlflow_run.info.status == "FINISHED"
         assert mlflow_run.data.metrics[Metric.ACCURACY_INT8_TFLM] == pytest.approx(summary.accuracy_int8_tflm)
         assert mlflow_run.data.metrics[Metric.ACCURACY_FLOAT] >= 0.9
@@ -205,7 +210,7 @@ def test_pipeline_on_mlflow_and_prefect_servers_backed_by_postgres(project: Path
         assert summary.rollout.startswith("succeeded on the fleet at"), summary.rollout
         assert again.resumed and again.uploaded == [] and again.status == "succeeded"
         config = TrackingConfig.load_from(project)
-        production = MlflowClient(tracking_uri).get_model_version_by_alias(
+        production = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(
             config.registered_model, config.production_alias
         )
         assert str(production.version) == summary.model_version
@@ -242,9 +247,9 @@ class FleetOnPostgres:
     def start(self) -> None:
         from tinymlops.bundle import BundleConfig, ensure_dev_keys
         from tinymlops.device.profiles import load_profiles
-        from tinymlops.fleet.farm import DeviceFarm
-        from tinymlops.fleet.serving import serve_in_process
-        from tinymlops.fleet.simulator import SimulationConfig
+        from tinymlops.fleet.api.serving import serve_in_process
+        from tinymlops.fleetsim.farm import DeviceFarm
+        from tinymlops.fleetsim.simulator import SimulationConfig
         from tinymlops.settings import Environment
 
         home = Environment.from_env(self.project).home

@@ -19,7 +19,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO  # noqa: E402
+
 SHA = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
 
 
@@ -79,7 +80,12 @@ def test_serve_runs_ui_and_webhook_runs_then_stops_cleanly(project: Path, tmp_pa
         deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
         flow_name = lambda d: httpx.get(f"{api}/flows/{d['flow_id']}").json()["name"]  # noqa: E731
         by_name = {f"{flow_name(d)}/{d['name']}": d for d in deployments}
-        assert set(by_name) == {"pipeline/manual", "pipeline/retrain-nightly", "rollout/manual"}
+        assert set(by_name) == {
+            "pipeline/manual",
+            "pipeline/retrain-nightly",
+            "rollout/manual",
+            "pipeline/retrain-on-drift",
+        }
         [nightly] = by_name["pipeline/retrain-nightly"]["schedules"]
         assert nightly["schedule"] == {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "day_or": True}
         assert by_name["pipeline/manual"]["schedules"] == by_name["rollout/manual"]["schedules"] == []
@@ -90,7 +96,7 @@ def test_serve_runs_ui_and_webhook_runs_then_stops_cleanly(project: Path, tmp_pa
         manual = by_name["pipeline/manual"]["id"]
         created = post_retrying(
             f"{api}/deployments/{manual}/create_flow_run",
-            {"parameters": {"run": {"trigger": "manual", "rollout_devices": 0}}},
+            {"parameters": {"trigger": "ui", "rollout_devices": 0}},
         )
         assert created.status_code == 201, created.text
         ui_run = wait_for(lambda: finished_run(api, created.json()["id"]), "UI-style run not completed", 420, log)
@@ -113,13 +119,13 @@ def test_serve_runs_ui_and_webhook_runs_then_stops_cleanly(project: Path, tmp_pa
 
         # what landed in MLflow (the project's default SQLite store)
         env = Environment.from_env(project)
-        client = MlflowClient(env.tracking_uri)
+        client = MlflowClient(env.tracking_uri, registry_uri=env.tracking_uri)
         experiment = client.get_experiment_by_name(TrackingConfig.load_from(project).experiment)
         parents = [r for r in client.search_runs([experiment.experiment_id]) if Tag.FLOW_RUN_ID in r.data.tags]
         runs = {r.data.tags[Tag.FLOW_RUN_ID]: r for r in parents}  # nested runs (per device) carry no flow tag
         first, second = runs[ui_run["id"]], runs[webhook_run["id"]]
         assert first.info.status == second.info.status == "FINISHED"
-        assert first.data.tags[Tag.TRIGGER] == "manual" and first.data.tags[Tag.TRAIN_CACHE_HIT] == "False"
+        assert first.data.tags[Tag.TRIGGER] == "ui" and first.data.tags[Tag.TRAIN_CACHE_HIT] == "False"
         assert second.data.tags[Tag.TRIGGER] == "webhook"
         assert second.data.tags[Tag.TRIGGER_SHA] == SHA and second.data.tags[Tag.REPOSITORY] == "octo-org/tinyml-app"
         assert second.data.tags[Tag.TRAIN_CACHE_HIT] == "True"  # nothing changed: the model is reused

@@ -1,4 +1,5 @@
-"""The task runner chosen by environment: a mapped flow really fans out on a Dask LocalCluster."""
+"""The task runner chosen by environment: a mapped flow really fans out on a Dask LocalCluster. (The
+whole pipeline on Dask worker processes is part of tests/integration/test_pipeline_flow.py.)"""
 
 from __future__ import annotations
 
@@ -56,23 +57,3 @@ def test_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch, name: str, val
     with pytest.raises(ConfigError, match=name) as info:
         task_runner_from_env()
     assert "\n" not in str(info.value)
-
-
-@pytest.mark.slow
-def test_the_pipeline_itself_runs_on_a_dask_local_cluster(prefect_server, project) -> None:
-    """Not a toy flow: the pipeline, with its HIL fan-out, on Dask worker processes."""
-    from prefect_dask import DaskTaskRunner
-
-    from flows.pipeline import pipeline
-    from tasks.context import PipelineRun
-
-    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1})
-    summary = pipeline.with_options(task_runner=runner)(PipelineRun(root=str(project), rollout_devices=0))
-    assert summary.hil == {
-        "nrf52840": "passed",
-        "stm32l4r5": "passed",
-        "stm32h7a3": "passed",
-        "esp32s3": "passed",
-        "stm32l072-lora": "excluded (arena)",
-    }
-    assert summary.accuracy_int8_tflm >= 0.95

@@ -17,12 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "triggers"))
-from webhook_payloads import SHA_AFTER, body, github_headers, github_push  # noqa: E402
-
+from tests.support.paths import REPO  # noqa: E402
+from tests.support.webhook_payloads import SHA_AFTER, body, github_headers, github_push  # noqa: E402
 from tinymlops.triggers.signature import github_signature  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "e2e-" + uuid.uuid4().hex
 
 
@@ -34,7 +32,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def manual_deployment(prefect_server) -> str:
-    from flows.deployments import register
+    from deploy.deployments import register
 
     ids = register(REPO, only={"pipeline/manual"})
     return str(ids["pipeline/manual"])
@@ -105,7 +103,7 @@ def test_signed_push_creates_a_run_of_the_manual_deployment(receiver: str, manua
 
     flow_run = read_flow_run(run_id)
     assert str(flow_run.deployment_id) == manual_deployment
-    assert flow_run.parameters["run"] == {
+    assert flow_run.parameters == {
         "trigger": "webhook",
         "git_ref": "refs/heads/main",
         "git_sha": SHA_AFTER,
@@ -148,17 +146,17 @@ def test_ui_style_run_through_the_rest_api(manual_deployment: str) -> None:
     api = PREFECT_API_URL.value()
     deployment = httpx.get(f"{api}/deployments/{manual_deployment}").json()
     schema = deployment["parameter_openapi_schema"]
-    form = schema["definitions"]["PipelineRun"]["properties"]  # the form the UI renders
-    for field in ("dataset", "epochs", "quantization_mode", "dry_run", "git_ref", "git_sha", "repository", "trigger"):
+    form = schema["properties"]  # the form the UI renders: flat parameters
+    for field in ("dataset", "epochs", "quantization", "dry_run", "git_ref", "git_sha", "repository", "trigger"):
         assert form[field].get("description"), field
-    assert deployment["parameters"] == {"run": {"trigger": "manual"}}
+    assert deployment["parameters"] == {"trigger": "ui"}
 
-    run = {"trigger": "manual", "epochs": 3, "quantization_mode": "qat", "dry_run": True, "dataset": "digits"}
-    created = httpx.post(f"{api}/deployments/{manual_deployment}/create_flow_run", json={"parameters": {"run": run}})
+    run = {"trigger": "ui", "epochs": 3, "quantization": "qat", "dry_run": True, "dataset": "digits"}
+    created = httpx.post(f"{api}/deployments/{manual_deployment}/create_flow_run", json={"parameters": run})
     assert created.status_code == 201, created.text
-    assert created.json()["parameters"] == {"run": run}
+    assert created.json()["parameters"] == run
     assert created.json()["deployment_id"] == manual_deployment
 
-    wrong = {"run": {"epochs": 0, "quantization_mode": "fp16"}}  # the form's constraints hold on the server too
+    wrong = {"epochs": 0, "quantization": "fp16"}  # the form's constraints hold on the server too
     refused = httpx.post(f"{api}/deployments/{manual_deployment}/create_flow_run", json={"parameters": wrong})
     assert refused.status_code in (409, 422), refused.text

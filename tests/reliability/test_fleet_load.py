@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tinymlops.fleet.api.serving import serve_in_process
 from tinymlops.fleet.client import FleetAdmin
-from tinymlops.fleet.loadgen import swarm
-from tinymlops.fleet.serving import serve_in_process
+from tinymlops.fleetsim.loadgen import swarm
 
 bundle_lib = pytest.importorskip("tinymlops.bundle", reason="bundle library not present")
 DEVICES = 1000

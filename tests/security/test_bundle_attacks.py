@@ -14,8 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from bundle_keys import NOW, keys, signer, trust  # noqa: F401  (shared fixtures)
 
+from tests.support.bundle_keys import NOW, keys, signer, trust  # noqa: F401  (shared fixtures)
 from tinymlops.bundle import (
     ManifestDraft,
     Reason,

@@ -21,8 +21,8 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
+from tests.support.bundle_keys import sample_draft
 from tinymlops.bundle import (
-    ManifestDraft,
     Reason,
     build_bundle,
     container,
@@ -55,15 +55,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     init_keys(directory, now=NOW - timedelta(days=1))
     signer = load_signer(directory, now=NOW)
     out = directory.parent / "interop.bundle"
-    draft = ManifestDraft(
-        model_name="kws",
-        model_version="1",
-        sequence=1,
-        vendor="acme.example",
-        device_class="m4",
-        arena_bytes=1,
-        ops=["SOFTMAX"],
-    )
+    draft = sample_draft(arena_bytes=1, ops=["SOFTMAX"])
     build_bundle(b"model bytes", draft, signer, out, now=NOW)
     signed = container.read_signed_manifest(io.BytesIO(out.read_bytes()))
     return directory, signer, signed

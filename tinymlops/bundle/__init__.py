@@ -6,23 +6,28 @@ Other packages import from here only: `from tinymlops.bundle import verify_bundl
 
 from tinymlops.bundle.build import build_bundle
 from tinymlops.bundle.config import BundleConfig
-from tinymlops.bundle.crypto import KekError, ensure_kek, generate_kek, kek_id, load_kek, write_kek
+from tinymlops.bundle.crypto import ensure_kek, generate_kek, kek_id, load_kek, write_kek
 from tinymlops.bundle.keys import (
     PASSPHRASE_ENV,
     KeyPaths,
     KeyStatus,
     KeyStoreError,
+    MeteringKeyInfo,
     Signer,
+    create_metering_key,
     current_paths,
     ensure_dev_keys,
     init_keys,
     key_status,
+    load_metering_key,
     load_signer,
     revoke_key,
     rotate_signing_key,
 )
 from tinymlops.bundle.manifest import (
     Encryption,
+    ImageInfo,
+    InputTransform,
     Lineage,
     Manifest,
     ManifestDraft,
@@ -31,6 +36,7 @@ from tinymlops.bundle.manifest import (
     vendor_uuid,
 )
 from tinymlops.bundle.reasons import BundleError, Reason
+from tinymlops.bundle.recovery import RecoveryStatement, issue_recovery
 from tinymlops.bundle.trust import KeyStatement, RevocationList, TrustAnchor, load_revocations, load_trust
 from tinymlops.bundle.verify import VerificationResult, read_manifest, verify_bundle
 
@@ -40,15 +46,17 @@ __all__ = [
     "PASSPHRASE_ENV",
     "BundleError",
     "Encryption",
-    "KekError",
+    "InputTransform",
+    "KeyStoreError",
     "KeyPaths",
     "KeyStatement",
     "KeyStatus",
-    "KeyStoreError",
+    "ImageInfo",
     "Lineage",
     "Manifest",
     "ManifestDraft",
     "Reason",
+    "RecoveryStatement",
     "RevocationList",
     "SelfTest",
     "Signer",
@@ -60,11 +68,15 @@ __all__ = [
     "ensure_dev_keys",
     "generate_kek",
     "init_keys",
+    "issue_recovery",
     "kek_id",
     "key_status",
     "load_kek",
     "load_revocations",
     "load_signer",
+    "load_metering_key",
+    "create_metering_key",
+    "MeteringKeyInfo",
     "load_trust",
     "read_manifest",
     "revoke_key",

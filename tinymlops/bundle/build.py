@@ -17,7 +17,7 @@ from tinymlops.bundle import container, crypto
 from tinymlops.bundle import manifest as mf
 from tinymlops.bundle.keys import Signer
 from tinymlops.bundle.verify import CHUNK_BYTES
-from tinymlops.io import atomic_path
+from tinymlops.util.io import atomic_path
 
 
 @contextlib.contextmanager
@@ -72,6 +72,8 @@ def build_bundle(
             ops=list(draft.ops),
             lineage=draft.lineage,
             selftest=draft.selftest,
+            preprocessing=draft.preprocessing,
+            image=draft.image,
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent) as spool:

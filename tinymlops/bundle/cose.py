@@ -33,6 +33,8 @@ ED25519_SIGNATURE_BYTES = 64
 CONTENT_MANIFEST = "application/tinymlops-manifest+cbor"
 CONTENT_KEY_STATEMENT = "application/tinymlops-key-statement+cbor"
 CONTENT_REVOCATIONS = "application/tinymlops-revocations+cbor"
+CONTENT_RECOVERY = "application/tinymlops-recovery+cbor"
+CONTENT_QUOTA = "application/tinymlops-quota+cbor"
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,25 @@ def encode_sign1(
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, dict(unprotected or {}), payload, signature]))
 
 
-def decode_sign1(data: bytes, what: str, expected_content_type: str) -> Sign1:
-    """Parse a tagged COSE_Sign1 strictly; no trust decision yet."""
+PROTECTED_LABELS = (HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID)
+# a manifest carries its signing key's statement, a quota token its metering key's statement
+UNPROTECTED_LABELS = {
+    CONTENT_MANIFEST: frozenset({HEADER_KEY_STATEMENT}),
+    CONTENT_QUOTA: frozenset({HEADER_KEY_STATEMENT}),
+}
+
+
+def decode_sign1(
+    data: bytes, what: str, expected_content_type: str, unprotected_labels: frozenset[str] | None = None
+) -> Sign1:
+    """Parse a tagged COSE_Sign1 strictly; no trust decision yet.
+
+    The protected header is exactly {alg, content type, kid}: any other label (crit included) is
+    refused, so no header the verifier does not understand can ride along. The unprotected header
+    may hold only `unprotected_labels` (default: a manifest and a quota token their key statement,
+    root-signed objects nothing), so the same signed bytes cannot be re-wrapped into many different files."""
+    if unprotected_labels is None:
+        unprotected_labels = UNPROTECTED_LABELS.get(expected_content_type, frozenset())
     obj = cbor.loads(data, what)
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise BundleError(Reason.MALFORMED, f"{what}: not a tagged COSE_Sign1 (CBOR tag 18)")
@@ -83,7 +102,13 @@ def decode_sign1(data: bytes, what: str, expected_content_type: str) -> Sign1:
         raise BundleError(Reason.MALFORMED, f"{what}: protected header must be a map")
     if set(header) & set(unprotected):
         raise BundleError(Reason.MALFORMED, f"{what}: a header label is both protected and unprotected")
-    if header.get(HEADER_ALG) != ALG_EDDSA:
+    if any(type(label) is not str or label not in unprotected_labels for label in unprotected):
+        raise BundleError(Reason.MALFORMED, f"{what}: unexpected unprotected header label")
+    if len(header) != len(PROTECTED_LABELS) or any(
+        type(label) is not int or label not in PROTECTED_LABELS for label in header
+    ):
+        raise BundleError(Reason.MALFORMED, f"{what}: protected header must hold exactly alg, content type and kid")
+    if type(header.get(HEADER_ALG)) is not int or header.get(HEADER_ALG) != ALG_EDDSA:
         raise BundleError(Reason.MALFORMED, f"{what}: alg must be EdDSA (-8), got {header.get(HEADER_ALG)!r}")
     kid = header.get(HEADER_KID)
     if not isinstance(kid, bytes) or not 1 <= len(kid) <= 64:

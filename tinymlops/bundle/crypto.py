@@ -12,23 +12,19 @@ import hashlib
 import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from tinymlops.bundle import manifest as mf
 from tinymlops.bundle.reasons import BundleError, Reason
-from tinymlops.errors import TinyMLOpsError
-from tinymlops.io import atomic_path
+from tinymlops.errors import KeyStoreError
+from tinymlops.util.io import atomic_path
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 _AAD_CONTEXT = b"tinymlops-bundle-aad-v1\x00"
 _KEK_ID_CONTEXT = b"tinymlops-kek-id-v1\x00"
-
-
-class KekError(TinyMLOpsError):
-    """A key-encryption key file is missing or not 32 bytes."""
 
 
 def generate_kek() -> bytes:
@@ -42,7 +38,7 @@ def kek_id(kek: bytes) -> str:
 
 def write_kek(path: Path | str, kek: bytes) -> Path:
     if len(kek) != KEY_BYTES:
-        raise KekError(f"{path}: a KEK must be {KEY_BYTES} bytes")
+        raise KeyStoreError(f"{path}: a KEK must be {KEY_BYTES} bytes")
     with atomic_path(path) as tmp:
         os.chmod(tmp, 0o600)
         tmp.write_bytes(kek)
@@ -52,10 +48,10 @@ def write_kek(path: Path | str, kek: bytes) -> Path:
 def load_kek(path: Path | str) -> bytes:
     path = Path(path)
     if not path.is_file():
-        raise KekError(f"{path}: KEK file not found")
+        raise KeyStoreError(f"{path}: KEK file not found")
     kek = path.read_bytes()
     if len(kek) != KEY_BYTES:
-        raise KekError(f"{path}: a KEK file holds exactly {KEY_BYTES} raw bytes, this one has {len(kek)}")
+        raise KeyStoreError(f"{path}: a KEK file holds exactly {KEY_BYTES} raw bytes, this one has {len(kek)}")
     return kek
 
 
@@ -92,7 +88,7 @@ def associated_data(manifest: mf.Manifest) -> bytes:
     return hashlib.sha256(_AAD_CONTEXT + mf.encode(without_ciphertext)).digest()
 
 
-def encryptor(cek: bytes, encryption: mf.Encryption, aad: bytes) -> CipherContext:
+def encryptor(cek: bytes, encryption: mf.Encryption, aad: bytes) -> AEADEncryptionContext:
     ctx = Cipher(algorithms.AES(cek), modes.GCM(encryption.nonce)).encryptor()
     ctx.authenticate_additional_data(aad)
     return ctx

@@ -6,7 +6,14 @@ root-signed revocation list.
     <dir>/signing/<kid>.key              signing private key (PEM PKCS#8, 0600)
     <dir>/signing/<kid>.statement.cose   root-signed key statement for that key (COSE_Sign1)
     <dir>/current                        id of the signing key `load_signer` uses
-    <dir>/revocations.cose               root-signed revocation list (COSE_Sign1)
+    <dir>/metering/<kid>.key             metering (quota-signing) private key (PEM PKCS#8, 0600)
+    <dir>/metering/<kid>.statement.cose  root-signed statement for it, purpose quota-signing
+    <dir>/metering/current               id of the metering key `load_metering_key` uses
+    <dir>/revocations.cose               root-signed revocation list (COSE_Sign1), signing and metering kids
+
+A metering key lets quota tokens be issued with the root offline: `keys metering` creates one (the
+root is needed once, to certify it); the statement's purpose keeps it from signing bundles and keeps
+bundle-signing keys from signing quota tokens (the device checks both).
 
 Private keys are passphrase-encrypted when a passphrase is given (the CLI reads it from
 $TINYMLOPS_KEY_PASSPHRASE). No private material, passphrase or key bytes is ever put in a message.
@@ -27,6 +34,9 @@ from tinymlops.bundle import cose
 from tinymlops.bundle.manifest import utc_seconds
 from tinymlops.bundle.reasons import BundleError
 from tinymlops.bundle.trust import (
+    KEY_PURPOSE,
+    QUOTA_PURPOSE,
+    KeyPurpose,
     KeyStatement,
     RevocationList,
     TrustAnchor,
@@ -36,15 +46,11 @@ from tinymlops.bundle.trust import (
     raw_public,
     verify_statement,
 )
-from tinymlops.errors import TinyMLOpsError
-from tinymlops.io import atomic_path, write_bytes
+from tinymlops.errors import KeyStoreError
+from tinymlops.util.io import atomic_path, write_bytes
 
 PASSPHRASE_ENV = "TINYMLOPS_KEY_PASSPHRASE"
 DEFAULT_KEY_VALIDITY = timedelta(days=365)
-
-
-class KeyStoreError(TinyMLOpsError):
-    """A key directory is missing, incomplete, locked or would be overwritten."""
 
 
 class KeyPaths(BaseModel):
@@ -70,6 +76,17 @@ class SigningKeyInfo(BaseModel):
     revoked: bool
 
 
+class MeteringKeyInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kid: str
+    valid_from: datetime
+    valid_until: datetime
+    current: bool
+    revoked: bool
+    private: Path  # where the private key is (the path only, never its bytes)
+    statement: Path
+
+
 class KeyStatus(BaseModel):
     """`keys show`: public facts only."""
 
@@ -80,10 +97,12 @@ class KeyStatus(BaseModel):
     encrypted: bool
     revocation_sequence: int
     signing_keys: list[SigningKeyInfo]
+    metering_keys: list[MeteringKeyInfo] = []
 
 
 class Signer:
-    """An online signing key and its root-signed statement. Its repr never shows the key."""
+    """An online key and its root-signed statement: a bundle-signing key, or a metering key (purpose
+    quota-signing, see tinymlops.bundle.quota). Its repr never shows the key."""
 
     def __init__(self, key: Ed25519PrivateKey, statement: KeyStatement, statement_bytes: bytes) -> None:
         if raw_public(key.public_key()) != statement.public_key:
@@ -107,7 +126,10 @@ class Signer:
         )
 
     def __repr__(self) -> str:
-        return f"Signer(kid={self.kid!r}, valid_until={self.statement.valid_until.isoformat()})"
+        return (
+            f"Signer(kid={self.kid!r}, purpose={self.statement.purpose!r}, "
+            f"valid_until={self.statement.valid_until.isoformat()})"
+        )
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -152,13 +174,20 @@ def _read_private(path: Path, passphrase: str | None) -> Ed25519PrivateKey:
     return key
 
 
-def _issue_statement(root: Ed25519PrivateKey, key: Ed25519PrivateKey, now: datetime, validity: timedelta) -> bytes:
+def _issue_statement(
+    root: Ed25519PrivateKey,
+    key: Ed25519PrivateKey,
+    now: datetime,
+    validity: timedelta,
+    purpose: KeyPurpose = KEY_PURPOSE,
+) -> bytes:
     now = utc_seconds(now)
     statement = KeyStatement(
         kid=key_id(key.public_key()),
         public_key=raw_public(key.public_key()),
         valid_from=now,
         valid_until=now + validity,
+        purpose=purpose,
     )
     return cose.encode_sign1(
         statement.to_wire(), root, bytes.fromhex(key_id(root.public_key())), cose.CONTENT_KEY_STATEMENT
@@ -248,14 +277,14 @@ def rotate_signing_key(
 def revoke_key(
     directory: Path | str, kid: str, passphrase: str | None = None, *, now: datetime | None = None
 ) -> RevocationList:
-    """Add `kid` to the root-signed revocation list and bump its sequence."""
+    """Add `kid` (a signing or a metering key) to the root-signed revocation list and bump its sequence."""
     directory = Path(directory)
     root = _read_private(directory / "root.key", passphrase)
     trust = TrustAnchor.from_key(root.public_key())
     if kid == trust.kid:
         raise KeyStoreError(f"{kid} is the root key; a root is replaced by reflashing, not revoked")
-    if not (directory / "signing" / f"{kid}.statement.cose").is_file():
-        raise KeyStoreError(f"{directory / 'signing'}: no signing key with id {kid}")
+    if not any((directory / sub / f"{kid}.statement.cose").is_file() for sub in ("signing", "metering")):
+        raise KeyStoreError(f"{directory}: no signing key with id {kid} (nor metering key)")
     current = load_revocations(directory / "revocations.cose", trust)
     signed = _issue_revocations(root, current.sequence + 1, [*current.revoked, kid], _now(now))
     write_bytes(directory / "revocations.cose", signed)
@@ -281,6 +310,76 @@ def load_signer(directory: Path | str, passphrase: str | None = None, *, now: da
     return Signer(key, statement, paths.signing_statement.read_bytes())
 
 
+# -- metering keys (quota signing) ---------------------------------------------------------------
+def create_metering_key(
+    directory: Path | str,
+    passphrase: str | None = None,
+    *,
+    now: datetime | None = None,
+    validity: timedelta = DEFAULT_KEY_VALIDITY,
+    revoke_previous: bool = False,
+) -> MeteringKeyInfo:
+    """New metering key + root-signed statement (purpose quota-signing); it becomes the current one.
+    Needs the root private key this once; quota tokens are then issued without it."""
+    directory = Path(directory)
+    current_paths(directory)  # a key directory, with its root.pub
+    root = _read_private(directory / "root.key", passphrase)
+    meter = directory / "metering"
+    previous = (meter / "current").read_text().strip() if (meter / "current").is_file() else None
+    key = Ed25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    _write_private(meter / f"{kid}.key", key, passphrase)
+    write_bytes(meter / f"{kid}.statement.cose", _issue_statement(root, key, _now(now), validity, QUOTA_PURPOSE))
+    write_bytes(meter / "current", (kid + "\n").encode())
+    if revoke_previous and previous:
+        revoke_key(directory, previous, passphrase, now=now)
+    return next(k for k in key_status(directory).metering_keys if k.kid == kid)
+
+
+def metering_signer(
+    root: Ed25519PrivateKey, *, now: datetime | None = None, validity: timedelta = timedelta(days=1)
+) -> Signer:
+    """A fresh in-memory metering key certified by `root` for `validity` from `now` (never stored):
+    for tests, and for `quota_issuer` on a development key directory that has no metering key yet."""
+    key = Ed25519PrivateKey.generate()
+    statement_bytes = _issue_statement(root, key, _now(now), validity, QUOTA_PURPOSE)
+    trust = TrustAnchor.from_key(root.public_key())
+    return Signer(key, verify_statement(statement_bytes, trust, QUOTA_PURPOSE), statement_bytes)
+
+
+def load_metering_key(
+    directory: Path | str, passphrase: str | None = None, *, now: datetime | None = None
+) -> Signer | None:
+    """The current metering key (None when the directory has none), refused when its statement is
+    not from this root, not for quota signing, revoked, expired or not yet valid."""
+    directory = Path(directory)
+    current = directory / "metering" / "current"
+    if not current.is_file():
+        return None
+    kid = current.read_text().strip()
+    if not re.fullmatch(r"[0-9a-f]{16}", kid):
+        raise KeyStoreError(f"{current}: not a metering key id")
+    statement_path = directory / "metering" / f"{kid}.statement.cose"
+    try:
+        trust = load_trust(directory / "root.pub")
+        statement = verify_statement(statement_path.read_bytes(), trust, QUOTA_PURPOSE)
+        revoked = load_revocations(directory / "revocations.cose", trust).revoked
+    except (BundleError, OSError) as exc:
+        raise KeyStoreError(f"{statement_path}: unusable metering key statement ({exc})") from None
+    if statement.kid != kid:
+        raise KeyStoreError(f"{statement_path}: statement is for {statement.kid}, not {kid}")
+    if kid in revoked:
+        raise KeyStoreError(f"metering key {kid} is revoked; run `tinymlops keys metering`")
+    when = _now(now)
+    if not statement.valid_from <= when < statement.valid_until:
+        raise KeyStoreError(
+            f"metering key {kid} is valid {statement.valid_from:%Y-%m-%d} to {statement.valid_until:%Y-%m-%d}; "
+            "run `tinymlops keys metering`"
+        )
+    key = _read_private(directory / "metering" / f"{kid}.key", passphrase)
+    return Signer(key, statement, statement_path.read_bytes())
+
+
 def key_status(directory: Path | str) -> KeyStatus:
     paths = current_paths(directory)
     trust = load_trust(paths.root_public)
@@ -297,6 +396,22 @@ def key_status(directory: Path | str) -> KeyStatus:
                 revoked=st.kid in revocations.revoked,
             )
         )
+    meter = paths.dir / "metering"
+    current_meter = (meter / "current").read_text().strip() if (meter / "current").is_file() else None
+    metering = []
+    for file in sorted(meter.glob("*.statement.cose")):
+        st = verify_statement(file.read_bytes(), trust, QUOTA_PURPOSE)
+        metering.append(
+            MeteringKeyInfo(
+                kid=st.kid,
+                valid_from=st.valid_from,
+                valid_until=st.valid_until,
+                current=st.kid == current_meter,
+                revoked=st.kid in revocations.revoked,
+                private=meter / f"{st.kid}.key",
+                statement=file,
+            )
+        )
     root_file = paths.root_private
     return KeyStatus(
         dir=paths.dir,
@@ -305,4 +420,5 @@ def key_status(directory: Path | str) -> KeyStatus:
         encrypted=root_file.is_file() and b"ENCRYPTED" in root_file.read_bytes().split(b"\n", 1)[0],
         revocation_sequence=revocations.sequence,
         signing_keys=infos,
+        metering_keys=metering,
     )

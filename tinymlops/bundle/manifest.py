@@ -64,6 +64,17 @@ class SelfTest(_Model):
         return self
 
 
+class ImageInfo(_Model):
+    """The payload is a firmware model image (tinymlops.device.image), not a .tflite: what it is
+    and what it needs, signed with the rest (its digest and size are the payload's)."""
+
+    format: Literal["tmr"] = "tmr"
+    format_version: int = Field(ge=1, le=UINT63, description="the image header's version")
+    sha256: str = Field(pattern=HEX_SHA256)
+    size: int = Field(ge=0, le=UINT63)
+    arena_bytes: int = Field(ge=0, le=UINT63, description="RAM its memory plan needs")
+
+
 class Lineage(_Model):
     """Where the model came from. Identifiers only: never the watermark key or any secret."""
 
@@ -71,6 +82,60 @@ class Lineage(_Model):
     git_sha: str | None = None
     data_md5: str | None = None
     watermark_id: str | None = None
+    instance_id: str | None = None  # the per-customer watermark instance this model is (public id)
+
+
+class InputTransform(_Model):
+    """What the device does to a raw sample before the model: per channel c,
+    q = clamp(round((x[c] - offset[c]) / scale[c] / input_scale) + input_zero_point, -128, 127).
+
+    Fitted on the train split of the data the model was trained on (tinymlops/ml/preprocess.py).
+    The manifest's CBOR carries no floats, so the figures are float32 little-endian byte strings."""
+
+    method: str = Field(min_length=1, max_length=32, description="minmax or standardize")
+    layout: str = Field(min_length=1, max_length=32, description="image, time_series or vector")
+    channels: int = Field(ge=1, le=65535)
+    offset: bytes = Field(max_length=4 * 65535, description="float32 LE per channel")
+    scale: bytes = Field(max_length=4 * 65535, description="float32 LE per channel")
+    input_scale: bytes = Field(min_length=4, max_length=4, description="float32 LE: the int8 input's scale")
+    input_zero_point: int = Field(ge=-128, le=127)
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> InputTransform:
+        if len(self.offset) != 4 * self.channels or len(self.scale) != 4 * self.channels:
+            raise ValueError("offset and scale must hold 4 bytes (float32) per channel")
+        return self
+
+    @classmethod
+    def from_floats(
+        cls,
+        method: str,
+        layout: str,
+        offset: list[float],
+        scale: list[float],
+        input_scale: float,
+        input_zero_point: int,
+    ) -> InputTransform:
+        import numpy as np
+
+        return cls(
+            method=method,
+            layout=layout,
+            channels=len(offset),
+            offset=np.asarray(offset, "<f4").tobytes(),
+            scale=np.asarray(scale, "<f4").tobytes(),
+            input_scale=np.asarray([input_scale], "<f4").tobytes(),
+            input_zero_point=int(input_zero_point),
+        )
+
+    def floats(self) -> dict[str, Any]:
+        import numpy as np
+
+        return {
+            "offset": np.frombuffer(self.offset, "<f4").tolist(),
+            "scale": np.frombuffer(self.scale, "<f4").tolist(),
+            "input_scale": float(np.frombuffer(self.input_scale, "<f4")[0]),
+        }
 
 
 class Encryption(_Model):
@@ -102,9 +167,17 @@ class Manifest(_Model):
     ops: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(max_length=1024)
     lineage: Lineage = Lineage()
     selftest: SelfTest | None = None
+    preprocessing: InputTransform | None = None  # absent on the wire when None
+    image: ImageInfo | None = None  # absent on the wire when None (the payload is a .tflite)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
+        if self.image is not None and (
+            self.image.sha256 != self.payload_sha256
+            or self.image.size != self.payload_size
+            or self.image.arena_bytes != self.arena_bytes
+        ):
+            raise ValueError("image digest, size and arena must be the payload's and the manifest's")
         if self.created.tzinfo is None or self.expires.tzinfo is None:
             raise ValueError("created and expires must be timezone-aware")
         if self.expires <= self.created:
@@ -128,15 +201,18 @@ class Manifest(_Model):
 class ManifestDraft(_Model):
     """What the caller decides; build_bundle adds digests, sizes, times and encryption."""
 
-    model_name: str
-    model_version: str
+    # the same limits as Manifest's, so a draft that validates makes a manifest that does
+    model_name: str = Field(min_length=1, max_length=256)
+    model_version: str = Field(min_length=1, max_length=256)
     sequence: int = Field(ge=0, le=UINT63)
     vendor: str = Field(min_length=1)
     device_class: str = Field(min_length=1)
-    arena_bytes: int = Field(ge=0)
-    ops: list[str]
+    arena_bytes: int = Field(ge=0, le=UINT63)
+    ops: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(max_length=1024)
     lineage: Lineage = Lineage()
     selftest: SelfTest | None = None
+    preprocessing: InputTransform | None = None
+    image: ImageInfo | None = None
     lifetime: timedelta = Field(timedelta(days=365), gt=timedelta(0), description="manifest expires this long after")
 
 
@@ -159,18 +235,24 @@ def utc_seconds(when: datetime) -> datetime:
 
 # -- wire format ---------------------------------------------------------------------------------
 _FIELDS = tuple(Manifest.model_fields)
+_OMITTED_WHEN_NONE = ("preprocessing", "image")  # added after format 1 shipped: absent means None
 
 
 def to_wire(m: Manifest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _FIELDS:
         value = getattr(m, name)
+        if value is None and name in _OMITTED_WHEN_NONE:
+            continue
         if isinstance(value, uuid.UUID):
             value = value.bytes
         elif name in ("payload_sha256", "ciphertext_sha256") and value is not None:
             value = bytes.fromhex(value)
         elif isinstance(value, datetime):
             value = int(value.timestamp())
+        elif isinstance(value, Lineage):
+            # instance_id came after format 1 shipped: absent on the wire when None, like the fields above
+            value = value.model_dump(exclude={"instance_id"} if value.instance_id is None else set())
         elif isinstance(value, BaseModel):
             value = value.model_dump()
         out[name] = value
@@ -205,7 +287,7 @@ def from_wire(obj: Any) -> Manifest:
             )
         raise BundleError(Reason.MALFORMED, "manifest.format_version: missing or not an integer")
     unknown = sorted(str(k) for k in obj if k not in _FIELDS)
-    missing = [k for k in _FIELDS if k not in obj]
+    missing = [k for k in _FIELDS if k not in obj and k not in _OMITTED_WHEN_NONE]
     if unknown or missing:
         raise BundleError(Reason.MALFORMED, f"manifest: unknown keys {unknown}, missing keys {missing}")
     data = dict(obj)
@@ -228,4 +310,10 @@ def from_wire(obj: Any) -> Manifest:
 
 
 def decode(data: bytes) -> Manifest:
-    return from_wire(cbor.loads(data, "manifest"))
+    """Strict: the bytes must be the manifest's one encoding (every field present, even those with
+    a default), so a device can hash what it received and a signer can never be tricked into two
+    encodings of one manifest (the GCM associated data is computed from the re-encoding)."""
+    m = from_wire(cbor.loads(data, "manifest"))
+    if encode(m) != bytes(data):
+        raise BundleError(Reason.MALFORMED, "manifest: not in its canonical encoding (a field left to its default?)")
+    return m

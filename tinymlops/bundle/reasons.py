@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from tinymlops.errors import TinyMLOpsError
+from tinymlops.errors import BundleError
 
 
 class Reason(str, Enum):
@@ -36,10 +36,4 @@ class Reason(str, Enum):
     IO_ERROR = "io_error"
 
 
-class BundleError(TinyMLOpsError):
-    """A bundle, manifest, key file or revocation list is unusable. `reason` says which kind."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail.replace("\n", " ")
-        super().__init__(f"{reason.value}: {self.detail}")
+__all__ = ["BundleError", "Reason"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,7 +17,11 @@ from tinymlops.bundle.manifest import MAX_UNIX_SECONDS
 from tinymlops.bundle.reasons import BundleError, Reason
 
 MAX_SIGNED_OBJECT = 64 * 1024  # statements and revocation lists are small; refuse anything larger
-KEY_PURPOSE = "bundle-signing"
+KEY_PURPOSE: Final = "bundle-signing"
+# a metering key: signs quota tokens (tinymlops.bundle.quota), never bundles; a bundle-signing key
+# never signs quota tokens. The device checks the purpose under the root's signature.
+QUOTA_PURPOSE: Final = "quota-signing"
+KeyPurpose = Literal["bundle-signing", "quota-signing"]
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
@@ -93,13 +97,14 @@ def _verified_by_root(data: bytes, trust: TrustAnchor, what: str, content_type: 
 
 # -- key statements ------------------------------------------------------------------------------
 class KeyStatement(_Model):
-    """Root's word that `public_key` (id `kid`) may sign bundles between valid_from and valid_until."""
+    """Root's word that `public_key` (id `kid`) may sign bundles (purpose bundle-signing) or quota
+    tokens (purpose quota-signing) between valid_from and valid_until."""
 
     kid: str = Field(pattern=r"^[0-9a-f]{16}$")
     public_key: bytes = Field(min_length=32, max_length=32)
     valid_from: datetime
     valid_until: datetime
-    purpose: Literal["bundle-signing"] = KEY_PURPOSE
+    purpose: KeyPurpose = KEY_PURPOSE
 
     def key(self) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.public_key)
@@ -116,8 +121,10 @@ class KeyStatement(_Model):
         )
 
 
-def verify_statement(data: bytes, trust: TrustAnchor) -> KeyStatement:
-    """A key statement proven to come from the trusted root (validity times are checked by the caller)."""
+def verify_statement(data: bytes, trust: TrustAnchor, purpose: KeyPurpose = KEY_PURPOSE) -> KeyStatement:
+    """A key statement proven to come from the trusted root for `purpose` (validity times are checked
+    by the caller). A well-formed statement for the other purpose → UNTRUSTED_KEY: the root did not
+    trust that key for this."""
     obj = _verified_by_root(data, trust, "key statement", cose.CONTENT_KEY_STATEMENT)
     if not isinstance(obj, dict) or set(obj) != {"kid", "public_key", "valid_from", "valid_until", "purpose"}:
         raise BundleError(Reason.MALFORMED, "key statement: expected kid, public_key, valid_from, valid_until, purpose")
@@ -134,6 +141,10 @@ def verify_statement(data: bytes, trust: TrustAnchor) -> KeyStatement:
         raise BundleError(Reason.MALFORMED, f"key statement.{exc.errors()[0]['loc'][0]}: invalid") from None
     if hashlib.sha256(statement.public_key).digest()[:8].hex() != statement.kid:
         raise BundleError(Reason.MALFORMED, f"key statement: kid {statement.kid} is not the id of its public key")
+    if statement.purpose != purpose:
+        raise BundleError(
+            Reason.UNTRUSTED_KEY, f"key {statement.kid} is certified for {statement.purpose}, not {purpose}"
+        )
     return statement
 
 

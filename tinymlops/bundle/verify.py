@@ -91,15 +91,25 @@ def _authenticate(
     return statement
 
 
-def _check_policy(m: mf.Manifest, device_class: UUID | None, min_sequence: int | None, now: datetime) -> None:
+def _check_policy(
+    m: mf.Manifest,
+    device_class: UUID | None,
+    min_sequence: int | None,
+    now: datetime,
+    device_policy: Callable[[mf.Manifest], None] | None = None,
+) -> None:
     if device_class is not None and m.class_id != device_class:
         raise BundleError(Reason.WRONG_CLASS, f"bundle is for class {m.class_id}, device is {device_class}")
     if min_sequence is not None and m.sequence < min_sequence:
         raise BundleError(Reason.ROLLBACK, f"sequence {m.sequence} is below the minimum {min_sequence}")
+    if device_policy is not None:  # a device's own sequence rules, where the C agent checks them
+        device_policy(m)
     if now >= m.expires:
         raise BundleError(Reason.EXPIRED_MANIFEST, f"manifest expired {m.expires}")
     if m.encrypted and m.ciphertext_size != m.payload_size + crypto.TAG_BYTES:
         raise BundleError(Reason.MALFORMED, "manifest: ciphertext_size must be payload_size + 16 (GCM tag)")
+    if m.encrypted and m.ciphertext_sha256 is None:
+        raise BundleError(Reason.MALFORMED, "manifest: an encrypted payload needs its ciphertext_sha256")
 
 
 class _Reader:
@@ -217,6 +227,7 @@ def verify_bundle(
     revocations: RevocationList | None = None,
     kek: bytes | None = None,
     sink: BinaryIO | None = None,
+    device_policy: Callable[[mf.Manifest], None] | None = None,
 ) -> VerificationResult:
     """Verify a bundle completely; never raises for a bad bundle, returns ok=False with a Reason.
 
@@ -224,6 +235,8 @@ def verify_bundle(
     writes it to an inactive slot and only activates that slot after ok. An encrypted bundle with
     no KEK and no sink is checked up to its ciphertext digest (ok, plaintext_verified=False): what a fleet
     server without the class KEK can know. `revocations` must come from RevocationList.verify.
+    `device_policy` (a device model's equal-sequence and fast-forward rules) runs after the
+    anti-rollback check and may raise; what it raises propagates.
     """
     now = now if now is not None else datetime.now(timezone.utc)
     if now.tzinfo is None:
@@ -235,7 +248,7 @@ def verify_bundle(
             message = cose.decode_sign1(container.read_signed_manifest(fp), "manifest", cose.CONTENT_MANIFEST)
             kid = _authenticate(message, trust, now, revocations).kid
             manifest = mf.decode(message.payload)
-            _check_policy(manifest, device_class, min_sequence, now)
+            _check_policy(manifest, device_class, min_sequence, now, device_policy)
             plaintext_verified = _check_payload(fp, manifest, kek, sink)
     except BundleError as exc:
         return VerificationResult(ok=False, reason=exc.reason, detail=exc.detail, manifest=manifest, signing_kid=kid)

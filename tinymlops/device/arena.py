@@ -1,29 +1,28 @@
 """What a model needs from TFLite Micro: its ops, and the smallest tensor arena it runs in.
 
 The minimum arena is found by bisection on the real interpreter (allocation either succeeds or it
-does not, as on a board), and cross-checked with TFLM's own RecordingMicroAllocator report, which
-`print_allocations()` writes to the C-level stderr (fd 2), not to Python's sys.stderr.
+does not, as on a board), and cross-checked with TFLM's own RecordingMicroAllocator report.
+Every probe runs in a TFLM worker process (tinymlops.device.tflm): an arena a few bytes below the
+minimum can crash the interpreter instead of refusing, and a crash while probing counts as "does
+not fit" there, never as a dead pipeline. A model that keeps crashing it is refused with a reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sys
-import tempfile
 import threading
-from collections.abc import Iterator
 
-import numpy as np
 from pydantic import BaseModel
-from tflite_micro.python.tflite_micro import runtime as _tflm
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as _schema
 
+from tinymlops.device import tflm
 from tinymlops.errors import ModelError
 
 _MAX_ARENA = 64 << 20  # beyond any microcontroller: a model needing more is not a TinyML model
+_MAX_CRASHES = 6  # doublings past the recorded figure before a model is refused
 _OP_NAMES = {v: k for k, v in vars(_schema.BuiltinOperator).items() if not k.startswith("_")}
+_MIN_ARENA_CACHE: dict[str, int] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 class Allocations(BaseModel):
@@ -33,50 +32,6 @@ class Allocations(BaseModel):
     head_bytes: int
     tail_bytes: int
     lines: list[str]
-
-
-# fd 2 is process-wide: two threads redirecting it at once (profiles run as a thread pool) would
-# leave it pointing at a deleted temp file, so redirections are serialised.
-_FD2_LOCK = threading.RLock()
-_TFLM_PREFIXES = (
-    "Failed",
-    "Unable",
-    "Arena",
-    "Requested",
-    "Couldn't",
-    "Didn't",
-    "Missing",
-    "Node",
-    "Cannot",
-    "Invoke",
-    "Tensor",
-    "tensorflow/",
-    "[RecordingMicroAllocator]",
-)
-
-
-@contextlib.contextmanager
-def captured_fd2() -> Iterator[list[str]]:
-    """Route the process's fd 2 (where TFLM's C++ code prints) into a temp file; yield a list that
-    receives its text when the block ends. Lines that are not TFLM's (another thread logging in
-    that millisecond) are passed on to the real stderr."""
-    out: list[str] = []
-    with _FD2_LOCK, tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
-            out.append(text)
-            foreign = [line for line in text.splitlines() if line.strip() and not line.startswith(_TFLM_PREFIXES)]
-            if foreign:
-                sys.stderr.write("\n".join(foreign) + "\n")
 
 
 def model_ops(model: bytes) -> list[str]:
@@ -90,49 +45,102 @@ def model_ops(model: bytes) -> list[str]:
         for g in range(m.SubgraphsLength()):
             graph = m.Subgraphs(g)
             for o in range(graph.OperatorsLength()):
+                _check_tensor_indices(graph, o)
                 code = codes[graph.Operators(o).OpcodeIndex()]
                 builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
                 used.add(
                     code.CustomCode().decode() if builtin == _schema.BuiltinOperator.CUSTOM else _OP_NAMES[builtin]
                 )
+    except ModelError:
+        raise
     except Exception as exc:  # a flatbuffer parser fails in many ways on garbage; all mean "not a model"
         raise ModelError(f"not a readable .tflite flatbuffer ({type(exc).__name__})") from None
     return sorted(used)
 
 
+def _check_tensor_indices(graph: _schema.SubGraph, o: int) -> None:
+    """Refuse an operator that names a tensor outside its graph's table. TFLM does not check this:
+    it reads past the table, and whether that crashes or fails depends on what lies there."""
+    op, count = graph.Operators(o), graph.TensorsLength()
+    for kind, indices in (("reads", op.InputsAsNumpy()), ("writes", op.OutputsAsNumpy())):
+        bad = [int(i) for i in (indices if not isinstance(indices, int) else []) if not -1 <= i < count]
+        if bad:
+            raise ModelError(f"refused: operator {o} {kind} tensor {bad[0]}, the graph has {count} tensors")
+
+
 def fits(model: bytes, arena_bytes: int) -> bool:
-    """True when TFLM can allocate the model's tensors in `arena_bytes` (its error text is swallowed)."""
-    with captured_fd2():
-        try:
-            _tflm.Interpreter.from_bytes(bytes(model), arena_size=arena_bytes)
-        except RuntimeError:
-            return False
-    return True
+    """True when TFLM can allocate the model's tensors in `arena_bytes`, probed in a worker
+    process; an arena the interpreter crashes on counts as one it does not fit in."""
+    try:
+        return tflm.fits(model, arena_bytes)
+    except tflm.InterpreterCrash:
+        return False
+
+
+def _probe(model: bytes, arena_bytes: int) -> tuple[bool, bool]:
+    """(fits, crashed): a crash counts as no fit, and is counted."""
+    try:
+        return tflm.fits(model, arena_bytes), False
+    except tflm.InterpreterCrash:
+        return False, True
 
 
 def min_arena(model: bytes, hi: int | None = None) -> int:
-    """The smallest arena (bytes) TFLM allocates this model in, by bisection."""
-    hi = hi or 1024
-    while not fits(model, hi):
-        hi *= 2
-        if hi > _MAX_ARENA:
-            raise ModelError(f"TFLM cannot allocate the model even in a {_MAX_ARENA}-byte arena")
-    lo = 0  # invariant: lo does not fit, hi fits
-    while hi - lo > 1:
+    """The smallest arena (bytes) TFLM allocates this model in, by bisection in worker processes.
+
+    Raises ModelError when no arena up to 64 MiB works, or when the interpreter crashes on the
+    model more than a few times (a hostile or broken model), naming the arena of the last crash."""
+    from tinymlops.util.io import sha256_bytes
+
+    digest = sha256_bytes(bytes(model))
+    with _CACHE_LOCK:
+        if digest in _MIN_ARENA_CACHE:
+            return _MIN_ARENA_CACHE[digest]
+    model_ops(model)  # refuse what is not a flatbuffer before the interpreter sees it
+    try:  # TFLM's own count in a roomy arena: the bisection starts just around it
+        hint = recorded_allocations(model).total_bytes
+    except tflm.ArenaTooSmall:
+        hint = 1 << 20
+    except tflm.InterpreterCrash as exc:
+        raise ModelError(f"refused: {exc}") from None
+    hi = hi or hint + 16
+    grown = crashes = 0
+    while not (probe := _probe(model, hi))[0]:
+        hi, grown, crashes = hi * 2, grown + 1, crashes + probe[1]
+        if hi > _MAX_ARENA or grown > _MAX_CRASHES and hi > 4 * hint:
+            if crashes:
+                raise ModelError(f"refused: the TFLM interpreter crashed on {crashes} of {grown} arena probes")
+            raise ModelError(f"TFLM cannot allocate the model even in a {hi // 2}-byte arena")
+    # Below the minimum the interpreter may crash instead of refusing: that counts as "no fit".
+    lo = max(0, hi - 4096)
+    if fits(model, lo):
+        lo = 0
+    while hi - lo > 1:  # invariant: lo does not fit, hi fits
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(model, mid) else (mid, hi)
+    smoke(model, hi)
+    with _CACHE_LOCK:
+        _MIN_ARENA_CACHE[digest] = hi
     return hi
 
 
+def smoke(model: bytes, arena_bytes: int) -> None:
+    """One zero input through the model in `arena_bytes` (isolated): a model that crashes or
+    fails the interpreter on invoke is refused here, before any caller relies on it."""
+    import numpy as np
+
+    try:
+        shape, dtype = tflm.input_signature(model)
+        tflm.run(model, np.zeros((1, *shape[1:]), dtype=dtype), arena_bytes)
+    except tflm.InterpreterCrash as exc:
+        raise ModelError(f"refused: {exc}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"refused: TFLM fails to run the model ({exc})") from None
+
+
 def recorded_allocations(model: bytes, arena_bytes: int = 1 << 20) -> Allocations:
-    """Run one zero input through TFLM and parse its print_allocations() report."""
-    with captured_fd2() as text:
-        interp = _tflm.Interpreter.from_bytes(bytes(model), arena_size=arena_bytes)
-        details = interp.get_input_details(0)
-        interp.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
-        interp.invoke()
-        interp.print_allocations()
-    report = text[0]
+    """Run one zero input through TFLM (in a worker) and parse its print_allocations() report."""
+    report = tflm.allocations_text(model, arena_bytes)
 
     def figure(label: str) -> int:
         found = re.search(rf"Arena allocation {label} (\d+) bytes", report)

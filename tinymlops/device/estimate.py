@@ -121,7 +121,7 @@ def _macs(op: str, inputs: list[np.ndarray], output: np.ndarray) -> int:
 
 def op_costs(model: bytes) -> list[OpCost]:
     """Per-op MACs (and elements, for ops without MACs) of an int8 .tflite."""
-    from tinymlops.quantize import interpreter
+    from tinymlops.ml.quantize import interpreter
 
     it = interpreter(model)
     shapes = {t["index"]: np.asarray(t["shape"]) for t in it.get_tensor_details()}

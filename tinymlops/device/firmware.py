@@ -8,9 +8,14 @@ boot:     a pending slot counts a boot attempt, then runs the golden vectors fro
           manifest on TFLM inside the profile's arena budget → confirm (raise the anti-rollback
           sequence) or revert to the old slot, recording why. Too many attempts → revert.
 
-One implementation for HIL and the fleet simulator: nothing here knows who drives it. The
-verification step is injected (`verify(stream, device_class=, min_sequence=, now=, sink=)`),
-by default tinymlops.bundle.verify_bundle bound to the device's trust anchor and key.
+The C update agent (firmware/agent) is the authority; this model follows its rules and is held
+to them by tests/security/test_device_model_differential.py: equal sequence → already_installed,
+a jump above the floor by more than `ff_bound` → fast_forward, a pending image in the target slot
+is cleared once a manifest passes its checks, root-signed revocation lists (newer only) and
+recovery statements (one use each), the reasons by the agent's names when a `runtime` (check,
+self_test) is injected. The verification step is injected (`verify(stream, device_class=,
+min_sequence=, now=, sink=, device_policy=, revocations=)`), by default
+tinymlops.bundle.verify_bundle bound to the device's trust anchor and key.
 """
 
 from __future__ import annotations
@@ -21,23 +26,31 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
+from uuid import UUID
 
 import numpy as np
 from pydantic import BaseModel
 
 from tinymlops.device.arena import fits, model_ops
-from tinymlops.device.flash import Flash, FlashState, GoldenVectors, SlotImage, other
+from tinymlops.device.flash import Flash, FlashState, GoldenVectors, Slot, SlotImage, other
 from tinymlops.device.profiles import DeviceProfile
 from tinymlops.device.tflm import ArenaTooSmall, TFLMRuntime
-from tinymlops.errors import ModelError, TinyMLOpsError
-from tinymlops.io import sha256_bytes
+from tinymlops.errors import DeviceError, ModelError, SlotOverflow
+from tinymlops.util.io import sha256_bytes
 
-VerifyFn = Callable[..., Any]  # (stream, *, device_class, min_sequence, now, sink) -> VerificationResult
+VerifyFn = Callable[..., Any]  # (stream, *, device_class, min_sequence, now, sink, ...) -> VerificationResult
+RuntimeCheck = Callable[[bytes, int], str]  # (image, manifest arena) -> ok | not_a_model | image_unfit
+RuntimeSelfTest = Callable[[bytes, Any], str]  # (image, golden vectors or None) -> ok | selftest_failed
 DEFAULT_MAX_BOOT_ATTEMPTS = 3
+# reasons the agent gives only after the manifest passed (so a pending image in the target slot was cleared)
+_AFTER_MANIFEST = {"payload_truncated", "payload_too_long", "payload_digest_mismatch", "ciphertext_digest_mismatch",
+                   "decryption_failed", "io_error", "not_a_model", "image_unfit"}  # fmt: skip
 
 
-class DeviceError(TinyMLOpsError):
-    """The emulated device cannot do what was asked (e.g. run inference with no model)."""
+class DevicePolicyRefusal(Exception):  # noqa: N818  (a refusal raised inside verification, with its reason)
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 class Stage(str, Enum):
@@ -63,6 +76,7 @@ class InstallResult(BaseModel):
 class BootResult(BaseModel):
     event: str  # booted | confirmed | reverted | no_model
     detail: str
+    reason: str = "ok"  # why reverted, or no_model / slot_corrupt (the C agent's names)
     running_slot: str | None
     model_version: str | None
     sequence: int | None
@@ -75,10 +89,6 @@ class DeviceStatus(BaseModel):
     slots: dict[str, SlotImage | None]
 
 
-class SinkOverflow(TinyMLOpsError):
-    """More plaintext arrived than a model slot can hold."""
-
-
 class BoundedSink(io.RawIOBase):
     """Receives the streamed plaintext; refuses to grow past the model slot (endless-data attack)."""
 
@@ -88,10 +98,10 @@ class BoundedSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b: Any) -> int:
         if len(self.buffer) + len(b) > self.limit:
             self.overflowed = True
-            raise SinkOverflow(f"bundle payload exceeds the {self.limit}-byte model slot")
+            raise SlotOverflow(f"bundle payload exceeds the {self.limit}-byte model slot")
         self.buffer += bytes(b)
         return len(b)
 
@@ -108,7 +118,7 @@ def golden_check(model: bytes, vectors: GoldenVectors | None, arena_bytes: int) 
         if xs.size != vectors.count * n_in or want.size != vectors.count * n_out:
             return f"golden vectors: {vectors.count} vectors do not match their shapes"
         # the vectors' shapes are the model's tensors (batch 1); the device feeds its own input shape
-        model_shape = [int(v) for v in runtime._interp.get_input_details(0)["shape"]]
+        model_shape = runtime.input_shape
         if int(np.prod(model_shape)) != n_in:
             return f"golden vectors: input shape {vectors.input_shape} does not fit the model input {model_shape}"
         xs, want = xs.reshape(vectors.count, *model_shape), want.reshape(vectors.count, n_out)
@@ -118,7 +128,7 @@ def golden_check(model: bytes, vectors: GoldenVectors | None, arena_bytes: int) 
             worst = max(worst, int(np.abs(got - want[i].astype(np.int16)).max()))
     except ArenaTooSmall:
         return f"TFLM cannot allocate the model in the {arena_bytes}-byte arena"
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, ModelError) as exc:  # ModelError: the interpreter crashed (isolated)
         return f"TFLM failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     if worst > vectors.tolerance:
         return f"golden vectors differ by {worst} int8 steps (tolerance {vectors.tolerance})"
@@ -126,7 +136,12 @@ def golden_check(model: bytes, vectors: GoldenVectors | None, arena_bytes: int) 
 
 
 def fit_problems(model: bytes, profile: DeviceProfile, declared_arena: int | None = None) -> list[tuple[str, str]]:
-    """(reason, detail) for each way the model does not fit the profile: flash, arena, ops."""
+    """(reason, detail) for each way the model does not fit the profile: flash, arena, ops. A firmware
+    model image (the payload of an emulated class's bundle) is checked against the emulated part."""
+    if is_model_image(model):
+        from tinymlops.device.mcu import image_fit_problems
+
+        return image_fit_problems(profile, model)
     problems = []
     if len(model) > profile.flash_model_bytes:
         problems.append(("flash", f"model {len(model)} B > {profile.flash_model_bytes} B model slot"))
@@ -146,14 +161,21 @@ def fit_problems(model: bytes, profile: DeviceProfile, declared_arena: int | Non
     return problems
 
 
+def is_model_image(payload: bytes) -> bool:
+    """A firmware model image (tinymlops.device.image, magic "TMR1") rather than a .tflite."""
+    return bytes(payload[:4]) == b"TMR1"
+
+
 def bundle_verifier(trust: Any, kek: bytes | None = None, revocations: Any = None) -> VerifyFn:
     """The device's verification step: tinymlops.bundle.verify_bundle bound to what the device
     holds (the root public key, its class KEK, the last revocation list it saw)."""
     from tinymlops.bundle import verify_bundle
 
     def verify(stream: BinaryIO, **policy: Any) -> Any:
-        return verify_bundle(stream, trust, revocations=revocations, kek=kek, **policy)
+        policy.setdefault("revocations", revocations)  # the device's stored list, when it has one
+        return verify_bundle(stream, trust, kek=kek, **policy)
 
+    verify.trust = trust  # type: ignore[attr-defined]  # revocation lists and recovery statements
     return verify
 
 
@@ -166,10 +188,14 @@ class Device:
         *,
         clock: Callable[[], datetime] | None = None,
         max_boot_attempts: int = DEFAULT_MAX_BOOT_ATTEMPTS,
+        ff_bound: int | None = None,  # None: provisioned without a fast-forward bound
+        device_id: UUID | None = None,
+        runtime: tuple[RuntimeCheck, RuntimeSelfTest] | None = None,
     ) -> None:
         self.profile, self.flash, self.verify = profile, flash, verify
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.max_boot_attempts = max_boot_attempts
+        self.max_boot_attempts, self.ff_bound, self.device_id = max_boot_attempts, ff_bound, device_id
+        self.runtime_hooks = runtime
         self._runtime: TFLMRuntime | None = None
 
     # -- update agent ---------------------------------------------------------------------------
@@ -178,6 +204,7 @@ class Device:
         state = self.flash.read_state()
         sink = BoundedSink(self.profile.flash_model_bytes)
         stream = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+        extra = {"revocations": self._revocations(state)} if state.revocation_version else {}
         try:
             result = self.verify(
                 stream,
@@ -185,22 +212,25 @@ class Device:
                 min_sequence=state.min_sequence,
                 now=self.clock(),
                 sink=sink,
+                device_policy=self._sequence_policy(state),
+                **extra,
             )
-        except SinkOverflow as exc:
+        except SlotOverflow as exc:
             return self._refuse(Stage.RECEIVE, "too_large", str(exc))
+        except DevicePolicyRefusal as exc:
+            return self._refuse(Stage.VERIFY, exc.reason, exc.detail)
         if sink.overflowed:  # the verifier swallowed our overflow: still refuse for that reason
             return self._refuse(Stage.RECEIVE, "too_large", f"bundle payload exceeds the {sink.limit}-byte model slot")
+        slot = other(state.active)
+        reason = "ok" if result.ok else getattr(result.reason, "value", str(result.reason))
+        if reason in _AFTER_MANIFEST or result.ok:
+            state = self._clear_pending(state, slot)
         if not result.ok:
-            reason = getattr(result.reason, "value", str(result.reason))
             return self._refuse(Stage.VERIFY, reason, result.detail)
         manifest, model = result.manifest, bytes(sink.buffer)
-        try:
-            problems = fit_problems(model, self.profile, manifest.arena_bytes)
-        except ModelError as exc:
-            return self._refuse(Stage.CHECK, "malformed_model", str(exc))
+        problems = self._check(model, manifest.arena_bytes)
         if problems:
             return self._refuse(Stage.CHECK, problems[0][0], "; ".join(d for _, d in problems))
-        slot = other(state.active)
         selftest = None if manifest.selftest is None else GoldenVectors.model_validate(manifest.selftest.model_dump())
         image = SlotImage(
             model_name=manifest.model_name,
@@ -209,6 +239,7 @@ class Device:
             sha256=sha256_bytes(model),
             size=len(model),
             selftest=selftest,
+            arena_bytes=manifest.arena_bytes,
         )
         self.flash.write_slot(slot, model, image)
         state = self.flash.read_state()
@@ -231,6 +262,32 @@ class Device:
             update={"ok": False, "stage": Stage.SELFTEST, "reason": "selftest", "detail": booted.detail}
         )
 
+    def _sequence_policy(self, state: FlashState) -> Callable[[Any], None]:
+        def policy(m: Any) -> None:
+            if state.active is not None and m.sequence in (state.min_sequence, state.active_sequence):
+                raise DevicePolicyRefusal("already_installed", f"sequence {m.sequence} is already installed")
+            if self.ff_bound is not None and m.sequence - state.min_sequence > self.ff_bound:
+                raise DevicePolicyRefusal(
+                    "fast_forward", f"sequence {m.sequence} jumps more than {self.ff_bound} above {state.min_sequence}"
+                )
+
+        return policy
+
+    def _clear_pending(self, state: FlashState, slot: Slot) -> FlashState:
+        """An older pending image in the slot about to be written is given up first (as the agent)."""
+        if state.pending != slot:
+            return state
+        return self.flash.write_state(state.model_copy(update={"pending": None, "boot_attempts": 0}), "clear")
+
+    def _check(self, model: bytes, arena: int) -> list[tuple[str, str]]:
+        if self.runtime_hooks is not None:
+            answer = self.runtime_hooks[0](model, arena)
+            return [] if answer == "ok" else [(answer, f"the runtime refused the image: {answer}")]
+        try:
+            return fit_problems(model, self.profile, arena)
+        except ModelError as exc:
+            return [("malformed_model", str(exc))]
+
     def _refuse(self, stage: Stage, reason: str, detail: str) -> InstallResult:
         detail = " ".join(detail.split())
         state = self.flash.read_state()
@@ -239,6 +296,57 @@ class Device:
         )
         return InstallResult(ok=False, stage=stage, reason=reason, detail=detail)
 
+    # -- root-signed statements -----------------------------------------------------------------
+    def _trust(self) -> Any:
+        trust = getattr(self.verify, "trust", None)
+        if trust is None:
+            raise DeviceError(f"{self.flash.root}: the device's verifier holds no trust anchor")
+        return trust
+
+    @staticmethod
+    def _revocations(state: FlashState) -> Any:
+        from tinymlops.bundle import RevocationList
+
+        return RevocationList(
+            sequence=state.revocation_version, issued=datetime.now(timezone.utc), revoked=state.revoked
+        )
+
+    def install_revocations(self, signed: bytes) -> str:
+        """A root-signed revocation list, kept only if newer than the stored one: ok or why not."""
+        from tinymlops.bundle import BundleError, RevocationList
+
+        try:
+            revocations = RevocationList.verify(signed, self._trust())
+        except BundleError as exc:
+            return exc.reason.value
+        state = self.flash.read_state()
+        if revocations.sequence <= state.revocation_version:
+            return "stale_revocations"
+        kids = [k for k in revocations.revoked if len(k) == 16 and all(c in "0123456789abcdefABCDEF" for c in k)]
+        update = {"revocation_version": revocations.sequence, "revoked": [k.lower() for k in kids]}
+        self.flash.write_state(state.model_copy(update=update), "revocations")
+        return "ok"
+
+    def apply_recovery(self, signed: bytes) -> str:
+        """A root-signed recovery statement for this device and its counter sets the floor, once."""
+        from tinymlops.bundle import BundleError
+        from tinymlops.bundle.recovery import RecoveryStatement
+
+        try:
+            statement = RecoveryStatement.verify(signed, self._trust())
+        except BundleError as exc:
+            return exc.reason.value
+        state = self.flash.read_state()
+        if statement.class_id != self.profile.class_id:
+            return "wrong_class"
+        if statement.device_id != self.device_id:
+            return "wrong_device"
+        if statement.recovery_counter != state.recovery_counter:
+            return "stale_recovery"
+        update = {"min_sequence": statement.sequence, "recovery_counter": state.recovery_counter + 1}
+        self.flash.write_state(state.model_copy(update=update), "recovery")
+        return "ok"
+
     # -- bootloader -----------------------------------------------------------------------------
     def boot(self) -> BootResult:
         """What happens at power-on: settle a pending slot (self-test → confirm or revert), then
@@ -246,15 +354,16 @@ class Device:
         self._runtime = None
         self.flash.remove_stale_temps()
         state = self.flash.read_state()
-        event, detail = "booted", "running the confirmed image"
+        event, detail, reason = "booted", "running the confirmed image", "ok"
         if state.pending is not None:
+            slot = state.pending
             state = self.flash.write_state(
                 state.model_copy(update={"boot_attempts": state.boot_attempts + 1}), "attempt"
             )
-            why = self._try_pending(state)
-            if why is None:
-                slot = state.pending
-                image = self.flash.read_slot(slot)[1]  # type: ignore[index]  (checked in _try_pending)
+            found = self.flash.read_slot(slot)
+            why = self._try_pending(state, found)
+            if why is None and found is not None:
+                image = found[1]
                 state = self.flash.write_state(
                     state.model_copy(
                         update={
@@ -263,23 +372,28 @@ class Device:
                             "confirmed": True,
                             "boot_attempts": 0,
                             "min_sequence": max(state.min_sequence, image.sequence),
+                            "active_sequence": image.sequence,
                             "last_event": f"confirmed {image.model_version} in slot {slot}",
+                            "last_reason": "ok",
                         }
                     ),
                     "confirm",
                 )
                 event, detail = "confirmed", f"self-test passed: {image.model_version} confirmed in slot {slot}"
             else:
-                detail = f"reverted from slot {state.pending}: {why}"
-                state = self.flash.write_state(
-                    state.model_copy(update={"pending": None, "boot_attempts": 0, "last_event": detail}), "revert"
-                )
+                reason, why_text = why or ("slot_corrupt", "no image")
+                detail = f"reverted from slot {state.pending}: {why_text}"
+                update = {"pending": None, "boot_attempts": 0, "last_event": detail, "last_reason": reason}
+                state = self.flash.write_state(state.model_copy(update=update), "revert")
                 event = "reverted"
         running = self.flash.read_slot(state.active) if state.active else None
         if running is None:
+            if reason == "ok":
+                reason = "slot_corrupt" if state.active else "no_model"
             return BootResult(
-                event="no_model",
+                event="reverted" if event == "reverted" else "no_model",  # as the agent: the revert is the event
                 detail=detail if event == "reverted" else "no confirmed image",
+                reason=reason,
                 running_slot=None,
                 model_version=None,
                 sequence=None,
@@ -287,21 +401,34 @@ class Device:
         return BootResult(
             event=event,
             detail=detail,
+            reason=reason,
             running_slot=state.active,
             model_version=running[1].model_version,
             sequence=running[1].sequence,
         )
 
-    def _try_pending(self, state: FlashState) -> str | None:
+    def _try_pending(self, state: FlashState, found: tuple[bytes, SlotImage] | None) -> tuple[str, str] | None:
+        """None when the pending image may be confirmed, else (reason, detail)."""
         if state.boot_attempts > self.max_boot_attempts:
-            return f"no confirmation after {self.max_boot_attempts} boot attempts"
-        found = self.flash.read_slot(state.pending)  # type: ignore[arg-type]
+            return "boot_attempts", f"no confirmation after {self.max_boot_attempts} boot attempts"
         if found is None:
-            return "image does not match its recorded digest (incomplete or corrupted write)"
+            return "slot_corrupt", "image does not match its recorded digest (incomplete or corrupted write)"
         model, image = found
         if image.sequence < state.min_sequence:
-            return f"sequence {image.sequence} below the anti-rollback floor {state.min_sequence}"
-        return golden_check(model, image.selftest, self.profile.arena_budget_bytes)
+            return "rollback", f"sequence {image.sequence} below the anti-rollback floor {state.min_sequence}"
+        if self.runtime_hooks is not None:
+            check, self_test = self.runtime_hooks
+            answer = check(model, image.arena_bytes)
+            if answer == "ok":
+                answer = self_test(model, image.selftest)
+            return None if answer == "ok" else (answer, f"the runtime answered {answer}")
+        if is_model_image(model):  # the firmware runtime's image: self-test on the emulated part
+            from tinymlops.device.mcu import image_selftest
+
+            why = image_selftest(self.profile, model, image.selftest)
+        else:
+            why = golden_check(model, image.selftest, self.profile.arena_budget_bytes)
+        return None if why is None else ("selftest_failed", why)
 
     # -- application ----------------------------------------------------------------------------
     def runtime(self) -> TFLMRuntime:
@@ -316,8 +443,7 @@ class Device:
 
     def infer(self, xq: np.ndarray) -> np.ndarray:
         """int8 inputs (N, ...) → int8 outputs (N, K), one sample at a time."""
-        rt = self.runtime()
-        return np.stack([rt.invoke(row[None])[0] for row in xq])
+        return self.runtime().invoke_batch(xq)
 
     def running_model(self) -> bytes | None:
         state = self.flash.read_state()

@@ -1,7 +1,7 @@
 """The device's flash, emulated in a directory: two model slots (A/B) and a small state record.
 
 Every write goes through `Flash._write`, which is atomic (temp file, fsync, rename via
-tinymlops.io) and passes three named fault-injection points: `<point>:before`, `<point>:unrenamed`
+tinymlops.util.io) and passes three named fault-injection points: `<point>:before`, `<point>:unrenamed`
 (data written to the temp file, not yet renamed in) and `<point>:after`. A test hands in a hook that
 raises `PowerCut` at one of them to emulate losing power there.
 
@@ -20,16 +20,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tinymlops.errors import TinyMLOpsError
-from tinymlops.io import atomic_path, sha256_bytes
+from tinymlops.util.io import atomic_path, sha256_bytes
 
 Slot = Literal["a", "b"]
 SLOTS: tuple[Slot, Slot] = ("a", "b")
 FaultHook = Callable[[str], None]
-
-
-class FlashError(TinyMLOpsError):
-    """The emulated flash directory is unusable."""
 
 
 class PowerCut(BaseException):  # noqa: N818  (not an error: power went away; no `except Exception` may catch it)
@@ -57,6 +52,7 @@ class SlotImage(BaseModel):
     sha256: str
     size: int
     selftest: GoldenVectors | None = None
+    arena_bytes: int = 0  # what the signed manifest declares (the runtime checks it at boot too)
 
 
 class FlashState(BaseModel):
@@ -67,6 +63,11 @@ class FlashState(BaseModel):
     min_sequence: int = 0  # anti-rollback: raised when a new image is confirmed
     boot_attempts: int = 0
     last_event: str = Field("", description="the last revert / refusal, one line")
+    last_reason: str = ""  # why the last revert happened (the C agent's reason name)
+    active_sequence: int = 0  # the sequence of the confirmed image (a recovery lowers only the floor)
+    revocation_version: int = 0  # the newest root-signed revocation list installed (0: none)
+    revoked: list[str] = []  # its key ids
+    recovery_counter: int = 0  # root-signed recovery statements applied so far (each works once)
 
 
 def other(slot: Slot | None) -> Slot:

@@ -18,6 +18,25 @@ from tinymlops.errors import ConfigError
 from tinymlops.settings import ConfigFile, Strict
 
 
+class McuSpec(Strict):
+    """The part as the instruction-level emulator sees it (tinymlops/device/mcu). Absent for a core
+    the registries have no emulator for (the profile then stays on the host reference runtime)."""
+
+    flash_base: int = Field(ge=0, description="address of internal flash (code, model slots)")
+    flash_bytes: int = Field(gt=0)
+    flash_page_bytes: int = Field(gt=0, description="erase granularity of the flash controller")
+    ram_base: int = Field(ge=0, description="address of the SRAM that holds stack, static data and arena")
+    ram_bytes: int | None = Field(None, gt=0, description="contiguous SRAM at ram_base (default: the profile's)")
+    reserved_ram_bytes: int = Field(
+        ge=0, description="RAM kept by firmware parts not emulated (radio stack, RTOS): top of RAM"
+    )
+    stack_bytes: int = Field(gt=0, description="stack region the firmware is linked with")
+    flash_wait_states: int = Field(ge=0, description="flash wait states at clock_hz")
+    flash_line_bytes: int = Field(gt=0, description="bytes one flash read (line) returns")
+    flash_cache_lines: int = Field(ge=0, description="data lines the flash accelerator/cache keeps (0: none)")
+    icache: bool = Field(description="instruction fetches hit a cache/accelerator (no fetch wait states)")
+
+
 class DeviceProfile(Strict):
     name: str = Field(min_length=1, description="profile name, e.g. nrf52840")
     device_class: str = Field(min_length=1, description="device class name; with the vendor → class UUID")
@@ -30,8 +49,13 @@ class DeviceProfile(Strict):
     cycles_per_mac: float = Field(gt=0)
     overhead_cycles_per_op: int = Field(ge=0)
     energy_pj_per_cycle: float = Field(gt=0)
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="the application's deadline for one inference (estimated latency); null: none"
+    )
     target: bool = Field(True, description="releases target this class (a failure stops the release)")
     vendor: str = Field("", description="filled from the file's top-level vendor")
+    mcu: McuSpec | None = Field(None, description="emulated part: memory map and flash timing")
+    emulation_note: str = Field("", description="why the profile has no emulator, when it has none")
 
     @model_validator(mode="after")
     def _reserve_leaves_ram(self) -> DeviceProfile:

@@ -1,12 +1,10 @@
-"""Fleet: the rollout engine (pure), ML-aware health gates, telemetry aggregates, and the fleet
-server (FastAPI + SQLAlchemy) that devices poll and admins drive.
+"""Fleet: the rollout engine, health gates, policy and telemetry (pure domain modules), the store
+(persistence), the service (what the API does, over the store), the API (tinymlops.fleet.api, the
+only FastAPI importer) and the clients.
 
-Import the server pieces from their modules (`tinymlops.fleet.server`), so importing the engine
-stays light.
+Import the pieces from their modules, so importing the engine stays light.
 """
 
-from tinymlops.errors import TinyMLOpsError
+from tinymlops.errors import FleetError
 
-
-class FleetError(TinyMLOpsError):
-    """A rollout, a policy or a fleet request is invalid."""
+__all__ = ["FleetError"]

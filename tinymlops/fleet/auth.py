@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 
-from fastapi import HTTPException, status
+from tinymlops.errors import Forbidden, Unauthenticated
 
 
 def new_credential() -> str:
@@ -23,12 +23,12 @@ def digest(token: str) -> str:
 
 
 def bearer(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer …` header, or 401."""
+    """The token of an `Authorization: Bearer …` header, or Unauthenticated."""
     if not authorization:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing Authorization: Bearer header")
+        raise Unauthenticated("missing Authorization: Bearer header")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Authorization must be 'Bearer <token>'")
+        raise Unauthenticated("Authorization must be 'Bearer <token>'")
     return token.strip()
 
 
@@ -52,5 +52,5 @@ class AdminTokens:
             if matches(token, stored):
                 found = name
         if found is None:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "not a valid admin token")
+            raise Forbidden("not a valid admin token")
         return found

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tinymlops.fleet import FleetError
+from tinymlops.errors import RolloutError
 from tinymlops.fleet.gates import HealthReport, evaluate_gates
 from tinymlops.fleet.policy import RolloutPolicy
 from tinymlops.fleet.telemetry import Aggregate
@@ -38,10 +38,6 @@ _VERBS: dict[str, dict[str, str]] = {
     "abort": {"created": "aborted", "running": "aborted", "paused": "aborted"},
     "rollback": {"running": "rolled_back", "paused": "rolled_back", "aborted": "rolled_back"},
 }
-
-
-class RolloutError(FleetError):
-    """A verb that the rollout's state does not allow, or an inconsistent rollout."""
 
 
 class Frozen(BaseModel):
@@ -69,6 +65,7 @@ class RolloutState(Frozen):
     group_index: int = -1  # -1: no group assigned yet
     group_started_at: datetime | None = None
     acknowledged: bool = False  # an operator resumed past a pause: this group's error verdicts are waived
+    supersedes: str | None = None  # the rollout of the same classes this one replaced (aborted on create)
     history: list[Transition] = Field(default_factory=list)
 
     def model_post_init(self, _: object) -> None:
@@ -112,6 +109,7 @@ class Observations(Frozen):
     counts: Counts
     canary: Aggregate = Aggregate()  # telemetry of rollout devices running the new release
     control: Aggregate = Aggregate()  # same classes, same window, still on the old release
+    control_population: int | None = None  # devices of the classes outside the rollout (None: control.devices)
 
 
 class Action(Frozen):
@@ -194,7 +192,7 @@ def apply(state: RolloutState, verb: Verb, now: datetime, actor: str, reason: st
 
 def _verb_decision(verb: str) -> Decision:
     decisions = {"start": "advance", "pause": "pause", "rollback": "rollback", "abort": "abort"}
-    return decisions.get(verb, "idle")  # type: ignore[return-value]
+    return decisions.get(verb, "idle")  # type: ignore[return-value]  # every value is a Decision
 
 
 # -- the tick -------------------------------------------------------------------------------------
@@ -207,7 +205,13 @@ def step(state: RolloutState, observations: Observations, now: datetime) -> Step
     group = state.policy.groups[state.group_index]
     soaked = (now - state.group_started_at).total_seconds() if state.group_started_at else 0.0
     revert_rate = counts.revert_rate
-    health = evaluate_gates(observations.canary, observations.control, revert_rate, state.policy.health)
+    population = (
+        observations.control.devices if observations.control_population is None else observations.control_population
+    )
+    need = (max(1, min(group.min_devices, counts.assigned)), max(1, min(group.min_devices, population)))
+    health = evaluate_gates(
+        observations.canary, observations.control, revert_rate, state.policy.health, need, counts.assigned
+    )
 
     def verdict(decision: Decision, reason: str, **changes: object) -> StepResult:
         actions: list[Action] = []
@@ -249,7 +253,7 @@ def step(state: RolloutState, observations: Observations, now: datetime) -> Step
         return verdict(
             "wait", f"group {group.name}: success rate {counts.success_rate:.3f} < {group.success_threshold}"
         )
-    if not health.judged and observations.control.devices > 0:
+    if not health.judged and population > 0:
         return verdict("wait", f"group {group.name}: {health.reason}")
     # With no control left (the last group covers everyone), the gates judged the earlier groups.
     passed = f"group {group.name} passed: success {counts.success_rate:.3f}, {health.reason}"
@@ -304,8 +308,8 @@ def _transition(
         event=event,
         actor=actor,
         source=state.status,
-        target=target,  # type: ignore[arg-type]
-        group_index=int(changes.get("group_index", state.group_index)),  # type: ignore[arg-type]
+        target=target,
+        group_index=int(changes.get("group_index", state.group_index)),  # type: ignore[call-overload]  # an int or absent
         reason=reason,
     )
     return state.model_copy(update={**changes, "status": target, "history": [*state.history, entry]})

@@ -26,6 +26,8 @@ class GateResult(BaseModel):
     canary: float | None = None
     control: float | None = None
     detail: str
+    canary_devices: int = 0  # how many devices stand behind the verdict, on each side
+    control_devices: int = 0
 
 
 class HealthReport(BaseModel):
@@ -72,22 +74,46 @@ def chi2_pvalue(expected: list[int], actual: list[int]) -> float:
     return float(chi2_contingency([[x for x, _ in cols], [y for _, y in cols]]).pvalue)
 
 
-def evaluate_gates(canary: Aggregate, control: Aggregate, revert_rate: float, limits: HealthPolicy) -> HealthReport:
-    """Judge the canary against the control; not judged until both sides have min_inferences."""
+def evaluate_gates(
+    canary: Aggregate,
+    control: Aggregate,
+    revert_rate: float,
+    limits: HealthPolicy,
+    min_devices: tuple[int, int] = (1, 1),
+    assigned: int | None = None,
+) -> HealthReport:
+    """Judge the canary against the control; not judged until both sides have min_inferences and
+    at least `min_devices` (canary, control) devices reporting. `assigned`: how many devices the
+    revert rate is over (the revert gate's device count)."""
     base = dict(
         canary_devices=canary.devices,
         control_devices=control.devices,
         canary_inferences=canary.inference_count,
         control_inferences=control.inference_count,
     )
+    sides = dict(canary_devices=canary.devices, control_devices=control.devices)
     # Reverts need no telemetry: a device that rolled itself back is a verdict on its own.
-    revert = _upper("revert_rate", revert_rate, limits.max_revert_rate, f"revert rate {revert_rate:.3f}")
+    revert = _upper("revert_rate", revert_rate, limits.max_revert_rate, f"revert rate {revert_rate:.3f}").model_copy(
+        update={"canary_devices": canary.devices if assigned is None else assigned, "control_devices": 0}
+    )
     short = min(canary.inference_count, control.inference_count)
-    if short < limits.min_inferences:
+    few = canary.devices < min_devices[0] or control.devices < min_devices[1]
+    if short < limits.min_inferences or few:
         if not revert.passed:
             why = f"revert_rate failed: {revert.detail} (limit {revert.limit})"
             return HealthReport(judged=True, passed=False, gates=[revert], reason=why, **base)
-        reason = f"waiting for telemetry: {short} of {limits.min_inferences} inferences on the thinner side"
+        if not few:
+            reason = f"waiting for telemetry: {short} of {limits.min_inferences} inferences on the thinner side"
+        elif short < limits.min_inferences:
+            reason = (
+                f"waiting for telemetry: {short} of {limits.min_inferences} inferences on the thinner side, "
+                f"{canary.devices} canary and {control.devices} control devices reporting"
+            )
+        else:
+            reason = (
+                f"waiting for devices: {canary.devices} canary of {min_devices[0]}, "
+                f"{control.devices} control of {min_devices[1]} reporting"
+            )
         return HealthReport(judged=False, passed=True, gates=[], reason=reason, **base)
 
     p95_c, p95_k = canary.latency_quantile(0.95), control.latency_quantile(0.95)
@@ -125,6 +151,7 @@ def evaluate_gates(canary: Aggregate, control: Aggregate, revert_rate: float, li
                 value=p,
                 limit=limits.min_class_chi2_pvalue,
                 detail=f"predicted-class chi-square p={p:.3g}",
+                **sides,
             )
         )
     gates.append(
@@ -137,6 +164,7 @@ def evaluate_gates(canary: Aggregate, control: Aggregate, revert_rate: float, li
             err_k,
         )
     )
+    gates = [g if g.gate == "revert_rate" else g.model_copy(update=sides) for g in gates]
     failed = [g for g in gates if not g.passed]
     reason = "; ".join(f"{g.gate} failed: {g.detail} (limit {g.limit})" for g in failed) or "all gates passed"
     return HealthReport(judged=True, passed=not failed, gates=gates, reason=reason, **base)

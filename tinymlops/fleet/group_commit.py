@@ -12,31 +12,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class GroupCommit(Generic[T]):
-    """`await batcher.submit(row)`; `write(rows)` (blocking, one transaction) runs in a worker thread."""
+    """`await batcher.submit(row)` → the row's result; `write(rows)` (blocking, one transaction) runs
+    in a worker thread and returns one result per row, or None when rows have none."""
 
-    def __init__(self, write: Callable[[Sequence[T]], None], max_batch: int = 500) -> None:
+    def __init__(self, write: Callable[[Sequence[T]], Sequence[Any] | None], max_batch: int = 500) -> None:
         self._write, self._max = write, max_batch
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[tuple[T, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, row: T) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, row: T) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((row, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
-        await done
+        return await done
 
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self._max], self._pending[self._max :]
             try:
-                await asyncio.to_thread(self._write, [row for row, _ in batch])
+                results = await asyncio.to_thread(self._write, [row for row, _ in batch])
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0][1], exc)
@@ -44,20 +45,20 @@ class GroupCommit(Generic[T]):
                 # One bad row must not fail its neighbours: write them one by one to find it.
                 for row, done in batch:
                     try:
-                        await asyncio.to_thread(self._write, [row])
-                    except Exception as one:
-                        _settle(done, one)
+                        one = await asyncio.to_thread(self._write, [row])
+                    except Exception as error:
+                        _settle(done, error)
                     else:
-                        _settle(done, None)
+                        _settle(done, None, None if one is None else one[0])
             else:
-                for _, done in batch:
-                    _settle(done, None)
+                for i, (_, done) in enumerate(batch):
+                    _settle(done, None, None if results is None else results[i])
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(done: asyncio.Future[Any], error: BaseException | None, result: Any = None) -> None:
     if done.done():  # the caller has gone (client disconnected); its row is stored anyway
         return
     if error is None:
-        done.set_result(None)
+        done.set_result(result)
     else:
         done.set_exception(error)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from tinymlops.settings import ConfigFile, Strict
+from tinymlops.settings.files import ConfigFile, Strict
+
+FINITE = ConfigDict(**Strict.model_config, allow_inf_nan=False)  # a limit of NaN or Infinity is no limit
 
 Action = Literal["pause", "abort_and_rollback"]
 
 
 class GroupPolicy(Strict):
+    model_config = FINITE
     name: str = Field(min_length=1, max_length=64)
     percent: float = Field(gt=0, le=100, description="cumulative share of each device class")
     success_threshold: float = Field(0.95, ge=0, le=1, description="share confirmed and healthy to pass")
@@ -22,6 +25,7 @@ class GroupPolicy(Strict):
 
 
 class HealthPolicy(Strict):
+    model_config = FINITE
     min_inferences: int = Field(500, ge=1)
     max_p95_latency_ratio: float = Field(1.25, gt=0)
     max_confidence_drop: float = Field(0.05, ge=0, le=1)
@@ -60,3 +64,36 @@ class RolloutPolicy(ConfigFile):
         if len({g.name for g in self.groups}) != len(self.groups):
             raise ValueError("group names must be unique")
         return self
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
+def minimum_seconds(policy: RolloutPolicy) -> float:
+    """The least time a rollout under `policy` takes: every group soaks at least its min_soak_seconds."""
+    return sum(g.min_soak_seconds for g in policy.groups)
+
+
+def describe(policy: RolloutPolicy) -> str:
+    """One line saying how long the policy needs at least, for a user about to wait on it."""
+    soaks = " + ".join(f"{g.name} {_duration(g.min_soak_seconds)}" for g in policy.groups)
+    return (
+        f"the rollout policy needs at least {_duration(minimum_seconds(policy))} ({soaks} of soak), plus install time"
+    )
+
+
+def demo_policy() -> RolloutPolicy:
+    """A fast policy for demos and a first try on a small fleet: three groups (10 %, 50 %, 100 %),
+    30 s soaks, 2 devices and 200 inferences before judging — minutes, not hours. The health
+    gates and error thresholds are the defaults: a bad model is still stopped. Not for production:
+    30 s of telemetry from two devices says little about a model."""
+    return RolloutPolicy(
+        groups=[
+            GroupPolicy(name=name, percent=percent, min_soak_seconds=30, min_devices=2)
+            for name, percent in (("canary", 10.0), ("half", 50.0), ("all", 100.0))
+        ],
+        health=HealthPolicy(min_inferences=200),
+    )

@@ -7,8 +7,9 @@ bin by bin, and a canary and its control are always compared on the same grid.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,13 +21,19 @@ CONFIDENCE_BINS = 20  # top-1 probability in [0, 1], 0.05 wide
 MAX_CLASSES = 256
 # pack(): the counters, then the fixed bins, then the class bins (as many as the device sent)
 PACKED_HEAD = 5 + LATENCY_BINS + CONFIDENCE_BINS
+INT64_MAX = 2**63 - 1  # what the store's BIGINT columns and the packed counts hold
+MAX_WINDOW = timedelta(days=1)  # a device sends a window at least daily
+Count = Field(0, ge=0, le=INT64_MAX)
+# Robust aggregation (see robust_side): each side's per-device distributions are averaged with this
+# share trimmed from each end, bin by bin, so k lying devices move a gate by at most their share.
+TRIM = 0.2
 
 
 class ErrorCounters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    invoke: int = Field(0, ge=0, description="interpreter Invoke() failures")
-    input: int = Field(0, ge=0, description="sensor frames rejected before inference")
-    watchdog: int = Field(0, ge=0, description="watchdog resets")
+    invoke: int = Field(0, ge=0, le=INT64_MAX, description="interpreter Invoke() failures")
+    input: int = Field(0, ge=0, le=INT64_MAX, description="sensor frames rejected before inference")
+    watchdog: int = Field(0, ge=0, le=INT64_MAX, description="watchdog resets")
 
     @property
     def total(self) -> int:
@@ -42,20 +49,42 @@ class TelemetryAggregate(BaseModel):
     """What one device saw over one window, on one model (`sequence`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    sequence: int = Field(ge=0, description="manifest sequence of the model that ran")
+    sequence: int = Field(ge=0, le=INT64_MAX, description="manifest sequence of the model that ran")
     window_start: datetime
     window_end: datetime
-    inference_count: int = Field(0, ge=0)
-    latency_hist: list[int] = Field(default_factory=lambda: [0] * LATENCY_BINS)
-    confidence_hist: list[int] = Field(default_factory=lambda: [0] * CONFIDENCE_BINS)
-    class_hist: list[int] = Field(default_factory=list, max_length=MAX_CLASSES)
+    inference_count: int = Field(0, ge=0, le=INT64_MAX)
+    latency_hist: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(
+        default_factory=lambda: [0] * LATENCY_BINS, min_length=LATENCY_BINS, max_length=LATENCY_BINS
+    )
+    confidence_hist: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(
+        default_factory=lambda: [0] * CONFIDENCE_BINS, min_length=CONFIDENCE_BINS, max_length=CONFIDENCE_BINS
+    )
+    class_hist: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(default_factory=list, max_length=MAX_CLASSES)
     errors: ErrorCounters = ErrorCounters()
-    boot_count: int = Field(0, ge=0)
+    boot_count: int = Field(0, ge=0, le=INT64_MAX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bins_named(cls, data: object) -> object:
+        """Wrong bin counts and negative counts get a message that names the field."""
+        if isinstance(data, dict):
+            for name, width in (("latency_hist", LATENCY_BINS), ("confidence_hist", CONFIDENCE_BINS)):
+                if isinstance(data.get(name), list) and len(data[name]) != width:
+                    raise ValueError(f"{name} needs {width} bins, got {len(data[name])}")
+            for name in ("latency_hist", "confidence_hist", "class_hist"):
+                hist = data.get(name)
+                if isinstance(hist, list) and any(isinstance(c, int) and c < 0 for c in hist):
+                    raise ValueError(f"{name} has a negative count")
+        return data
 
     @model_validator(mode="after")
     def _bins_fit(self) -> TelemetryAggregate:
+        if self.window_start.tzinfo is None or self.window_end.tzinfo is None:
+            raise ValueError("window_start and window_end need a time zone (UTC)")
         if self.window_end < self.window_start:
             raise ValueError("window_end is before window_start")
+        if self.window_end - self.window_start > MAX_WINDOW:
+            raise ValueError(f"a window spans at most {MAX_WINDOW.total_seconds():.0f} s")
         if len(self.latency_hist) != LATENCY_BINS:
             raise ValueError(f"latency_hist needs {LATENCY_BINS} bins, got {len(self.latency_hist)}")
         if len(self.confidence_hist) != CONFIDENCE_BINS:
@@ -173,3 +202,91 @@ def bin_latency(ms: float) -> int:
 
 def bin_confidence(p: float) -> int:
     return min(int(max(p, 0.0) * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
+
+
+# -- robust aggregation: what the health gates judge ----------------------------------------------
+_LOWER_EDGES_MS = np.array([0.0, *LATENCY_EDGES_MS])  # the least time one inference in each bin took
+_SCALE = 1_000_000  # robust distributions become pseudo-counts on this scale (resolution 1e-6)
+
+
+class Window(NamedTuple):
+    """One stored window as the gates see it: whose, its packed counts, how long, and the least
+    latency its device class can physically reach. (A tuple: a late tick reads ~100k of them.)"""
+
+    device_id: str
+    packed: bytes
+    seconds: float
+    min_latency_ms: float
+
+
+def plausible(counts: np.ndarray, seconds: np.ndarray, min_latency_ms: np.ndarray) -> np.ndarray:
+    """Rows of packed counts (float64) a device could have produced: no more inferences than the
+    window's length ÷ its class's minimum latency, and no more time spent inferring (each latency
+    bin's lower edge × its count) than the window lasted."""
+    ms = seconds * 1000.0
+    busy = counts[:, 5 : 5 + LATENCY_BINS] @ _LOWER_EDGES_MS
+    return (counts[:, 0] <= ms / min_latency_ms) & (busy <= ms)
+
+
+def robust_side(windows: Sequence[Window], period_seconds: float, trim: float = TRIM) -> Aggregate:
+    """One side of a canary-vs-control comparison, robust to lying devices.
+
+    Implausible windows are dropped (see `plausible`); a device's windows are summed in float64
+    (no int64 wrap-around), and its total is capped at what it could do in `period_seconds`. Then
+    every device weighs the same: its histograms become shares, and each bin's share is the
+    trimmed mean over devices (`trim` cut from each end). So k devices move a gate by at most
+    their share, and not at all while they stay inside the trimmed tails. Returned as an Aggregate
+    of pseudo-counts (distributions on a 1e6 scale) with the real, capped inference count."""
+    if not windows:
+        return Aggregate()
+    width = max(len(w.packed) for w in windows) // 8
+    counts = np.zeros((len(windows), width), dtype=np.float64)
+    for i, w in enumerate(windows):
+        row = np.frombuffer(w.packed, "<i8")
+        counts[i, : len(row)] = row
+    seconds = np.array([w.seconds for w in windows])
+    min_latency = np.array([w.min_latency_ms for w in windows])
+    ok = plausible(counts, seconds, min_latency) & (counts[:, 0] > 0)
+    if not ok.any():
+        return Aggregate()
+    ids = np.array([w.device_id for w in windows], dtype=object)[ok]
+    counts, min_latency = counts[ok], min_latency[ok]
+    order = np.argsort(ids, kind="stable")
+    ids, counts, min_latency = ids[order], counts[order], min_latency[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    per_device = np.add.reduceat(counts, starts, axis=0)
+    cap = period_seconds * 1000.0 / np.minimum.reduceat(min_latency, starts)
+    per_device *= np.minimum(1.0, cap / per_device[:, 0])[:, None]  # shares stay, the total is capped
+    per_device = per_device[per_device[:, 0] > 0]
+    if not len(per_device):
+        return Aggregate()
+
+    def shares(block: np.ndarray) -> np.ndarray:
+        total = block.sum(axis=1, keepdims=True)
+        return np.divide(block, total, out=np.zeros_like(block), where=total > 0)
+
+    def trimmed(block: np.ndarray) -> np.ndarray:
+        n = block.shape[0]
+        k = int(n * trim)
+        return np.sort(block, axis=0)[k : n - k].mean(axis=0)
+
+    def pseudo(block: np.ndarray) -> list[int]:
+        m = trimmed(shares(block))
+        total = m.sum()
+        return [int(round(x)) for x in (m / total * _SCALE if total > 0 else m)]
+
+    n = per_device[:, 0]
+    lat, conf = 5 + LATENCY_BINS, PACKED_HEAD
+    rates = np.minimum(trimmed(per_device[:, 2:5] / n[:, None]), 1.0)
+    inferences = int(n.sum())
+    return Aggregate(
+        devices=len(per_device),
+        inference_count=inferences,
+        boot_count=int(per_device[:, 1].sum()),
+        errors=ErrorCounters(
+            **{k: int(round(r * inferences)) for k, r in zip(("invoke", "input", "watchdog"), rates, strict=True)}
+        ),
+        latency_hist=pseudo(per_device[:, 5:lat]),
+        confidence_hist=pseudo(per_device[:, lat:conf]),
+        class_hist=pseudo(per_device[:, conf:]) if width > PACKED_HEAD else [],
+    )

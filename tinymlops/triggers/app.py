@@ -1,25 +1,29 @@
 """The receiver: FastAPI routes for GitHub and GitLab push webhooks, and a health probe.
 
-Order of checks: size (413) → shared secret (401) → event kind (202 ignored) → JSON (400) →
-repository and branch (202 ignored) → redelivery (202 duplicate) → trigger (202 triggered).
-A trigger that fails releases the delivery and answers 502, so a redelivery can succeed later.
-The trigger runs on its own thread: if it has not returned within `answer_within_seconds`, the
-answer is 202 "accepted" at once and the thread finishes the job (records the run id, or
-releases the delivery on failure), so the sender never waits on a slow orchestrator.
+Order of checks: size (413) → shared secret (401) → event kind (202 ignored) → JSON (400; strict:
+no NaN or Infinity, bounded nesting) → repository and branch (202 ignored) → redelivery or replay
+(202 duplicate: the same delivery id, or the same repository, ref and after-sha under any delivery
+id) → trigger (202 triggered). A trigger that fails within the answer window releases the push and
+answers 502, so a redelivery can succeed later. The trigger runs on its own thread: if it has not
+returned within `answer_within_seconds`, the answer is 202 "accepted" — the push is durably stored
+by then — and the thread finishes the job; if the run cannot be created, the push waits for a
+retry, which the receiver makes every `retry_seconds` (and a redelivery makes at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from tinymlops.triggers.config import WebhookConfig
@@ -53,31 +57,95 @@ def _answer(status: int, outcome: str, **details: Any) -> JSONResponse:
     return JSONResponse({"status": outcome, **details}, status_code=status)
 
 
+def _constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(body: bytes) -> Any:
+    """Strict JSON: no NaN or Infinity; nesting too deep for the parser is a ValueError too."""
+    try:
+        return json.loads(body, parse_constant=_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+class Answer(BaseModel):
+    """Every answer of the receiver: what happened to the delivery, and why."""
+
+    status: str
+    reason: str | None = None
+    run_id: str | None = None
+    deployment: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    sha: str | None = None
+
+
+def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    words = {
+        202: "triggered, accepted (stored, its run being created), duplicate, or ignored (with the reason)",
+        400: "not a push payload, or no delivery id",
+        401: "missing or invalid signature / token",
+        413: "body over max_body_bytes",
+        502: "the run could not be created: redeliver later",
+    }
+    return {code: {"model": Answer, "description": words[code]} for code in codes}
+
+
+PUSH_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the push payload, exactly as sent (the signature covers these bytes)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
 def create_app(config: WebhookConfig, secret: str, store: DeliveryStore, trigger: Trigger) -> FastAPI:
     triggers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-trigger")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        yield
-        triggers.shutdown(wait=True)  # a run being started is started (or released) before exit
+        retrier = asyncio.create_task(_retry_forever())
+        try:
+            yield
+        finally:
+            retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retrier
+            triggers.shutdown(wait=True)  # a run being started is started (or kept for a retry) before exit
 
-    app = FastAPI(
-        title="tinymlops webhook receiver", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
-    )
+    app = FastAPI(title="tinymlops webhook receiver", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
 
     def start_run(event: PushEvent) -> str:
-        """Trigger, then settle the delivery's record either way (on the trigger's thread)."""
+        """Trigger, then settle the push's record (on the trigger's thread). A failure keeps it for a
+        retry; the handler releases it instead when it can still answer 502."""
         try:
             run_id = trigger(event)
-        except Exception as exc:  # the orchestrator is down or refused: let a redelivery retry
-            log.error("trigger failed for %s delivery %s: %s", event.provider, event.delivery_id, type(exc).__name__)
-            if event.delivery_id is not None:
-                store.release(event)
+        except Exception as exc:  # the orchestrator is down or refused
+            log.error(
+                "trigger failed for %s push %s@%s: %s",
+                event.provider,
+                event.repository,
+                event.sha[:12],
+                type(exc).__name__,
+            )
+            store.defer(event)
             raise
-        if event.delivery_id is not None:
-            store.record_run(event, run_id)
+        store.record_run(event, run_id)
         log.info("push %s@%s → run %s", event.repository, event.sha[:12], run_id)
         return run_id
+
+    async def _retry_forever() -> None:
+        while True:
+            await asyncio.sleep(config.retry_seconds)
+            try:
+                for event in await run_in_threadpool(store.pending):
+                    if await run_in_threadpool(store.retake, event):
+                        with contextlib.suppress(Exception):  # logged by start_run; retried next time
+                            await asyncio.wrap_future(triggers.submit(start_run, event))
+            except Exception:  # the store is away: the next round retries
+                log.exception("webhook retry round failed")
 
     async def handle(request: Request, provider: str) -> JSONResponse:
         try:
@@ -99,7 +167,7 @@ def create_app(config: WebhookConfig, secret: str, store: DeliveryStore, trigger
         if provider == "github" and not delivery:
             return _answer(400, "rejected", reason="missing X-GitHub-Delivery header")
         try:
-            payload = json.loads(body)
+            payload = loads(body)
             event = (github_push if provider == "github" else gitlab_push)(payload, delivery)
         except (ValueError, PayloadError) as exc:
             reason = str(exc) if isinstance(exc, PayloadError) else "body is not valid JSON"
@@ -116,9 +184,9 @@ def create_app(config: WebhookConfig, secret: str, store: DeliveryStore, trigger
             return _answer(202, "ignored", reason=f"branch '{event.branch}' was deleted", **where)
         if not config.branch_allowed(event.branch):
             return _answer(202, "ignored", reason=f"branch '{event.branch}' is not configured", **where)
-        if event.delivery_id is not None and not await run_in_threadpool(store.claim, event):
-            run_id = await run_in_threadpool(store.run_of, event.provider, event.delivery_id)
-            return _answer(202, "duplicate", reason="delivery already received", run_id=run_id, **where)
+        if not await run_in_threadpool(store.claim, event):
+            run_id = await run_in_threadpool(store.run_of_push, event)
+            return _answer(202, "duplicate", reason="push already received", run_id=run_id, **where)
         pending = asyncio.wrap_future(triggers.submit(start_run, event))
         done, _ = await asyncio.wait({pending}, timeout=config.answer_within_seconds)
         if not done:  # still starting: answer now, the thread settles the record
@@ -127,15 +195,40 @@ def create_app(config: WebhookConfig, secret: str, store: DeliveryStore, trigger
         try:
             run_id = pending.result()
         except Exception as exc:
+            await run_in_threadpool(store.release, event)  # not accepted: the sender's redelivery retries
             return _answer(502, "failed", reason=f"could not start the pipeline ({type(exc).__name__})", **where)
         return _answer(202, "triggered", run_id=run_id, deployment=config.deployment, **where)
 
-    @app.post("/webhooks/github")
-    async def github(request: Request) -> JSONResponse:
+    @app.post(
+        "/webhooks/github",
+        status_code=202,
+        response_model=Answer,
+        responses=_documented(400, 401, 413, 502),
+        openapi_extra=PUSH_BODY,
+    )
+    async def github(
+        request: Request,
+        x_hub_signature_256: Annotated[str | None, Header(description="sha256=<HMAC of the body>")] = None,
+        x_github_event: Annotated[str | None, Header(description="push")] = None,
+        x_github_delivery: Annotated[str | None, Header(description="the delivery's id")] = None,
+    ) -> JSONResponse:
+        """A GitHub push webhook (content type application/json)."""
         return await handle(request, "github")
 
-    @app.post("/webhooks/gitlab")
-    async def gitlab(request: Request) -> JSONResponse:
+    @app.post(
+        "/webhooks/gitlab",
+        status_code=202,
+        response_model=Answer,
+        responses=_documented(400, 401, 413, 502),
+        openapi_extra=PUSH_BODY,
+    )
+    async def gitlab(
+        request: Request,
+        x_gitlab_token: Annotated[str | None, Header(description="the shared secret")] = None,
+        x_gitlab_event: Annotated[str | None, Header(description="Push Hook")] = None,
+        x_gitlab_event_uuid: Annotated[str | None, Header(description="the delivery's id, when sent")] = None,
+    ) -> JSONResponse:
+        """A GitLab push webhook."""
         return await handle(request, "gitlab")
 
     @app.get("/healthz")

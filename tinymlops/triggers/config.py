@@ -1,23 +1,17 @@
-"""What the receiver accepts (configs/webhook.yaml) and where its secret and store come from (env)."""
+"""What the receiver accepts (configs/webhook.yaml). Its secret and store come from the environment,
+read by tinymlops.settings.WebhookEnv (re-exported here)."""
 
 from __future__ import annotations
 
 import fnmatch
-import os
-from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from tinymlops.errors import TinyMLOpsError
-from tinymlops.settings import ConfigFile, Strict
+from tinymlops.errors import WebhookError
+from tinymlops.settings import ConfigFile, WebhookEnv
 
-SECRET_ENV = "TINYMLOPS_WEBHOOK_SECRET"
-DB_URL_ENV = "TINYMLOPS_WEBHOOK_DB_URL"
-
-
-class WebhookError(TinyMLOpsError):
-    """The webhook receiver cannot start (missing secret, unusable store)."""
+__all__ = ["WebhookConfig", "WebhookEnv", "WebhookError"]
 
 
 class WebhookConfig(ConfigFile):
@@ -36,25 +30,10 @@ class WebhookConfig(ConfigFile):
     answer_within_seconds: float = Field(
         0.8, gt=0, le=9, description="answer 202 'accepted' if the run is not created by then (GitHub waits 10 s)"
     )
+    retry_seconds: float = Field(30, gt=0, description="how often accepted pushes without a run are retried")
 
     def repository_allowed(self, repository: str) -> bool:
         return not self.repositories or repository.lower() in {r.lower() for r in self.repositories}
 
     def branch_allowed(self, branch: str) -> bool:
         return any(fnmatch.fnmatchcase(branch, pattern) for pattern in self.branches)
-
-
-class WebhookEnv(Strict):
-    """The receiver's machine-local settings, from the environment."""
-
-    secret: SecretStr  # never printed: SecretStr's repr is '**********'
-    db_url: str
-
-    @classmethod
-    def from_env(cls) -> WebhookEnv:
-        secret = os.environ.get(SECRET_ENV, "")
-        if not secret.strip():
-            raise WebhookError(f"{SECRET_ENV} is not set: the receiver refuses unsigned deliveries")
-        home = Path(os.environ.get("TINYMLOPS_HOME", ".tinymlops")).resolve()
-        url = os.environ.get(DB_URL_ENV) or f"sqlite:///{home / 'webhook.db'}"
-        return cls(secret=SecretStr(secret), db_url=url)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from bundle_keys import NOW, keys, signer, trust  # noqa: F401  (shared fixtures)
 
+from tests.support.bundle_keys import NOW, keys, sample_draft, signer, trust  # noqa: F401  (shared fixtures)
 from tinymlops.bundle import ManifestDraft
 
 
@@ -17,12 +17,4 @@ def now() -> datetime:
 
 @pytest.fixture
 def draft() -> ManifestDraft:
-    return ManifestDraft(
-        model_name="kws",
-        model_version="1.0.0",
-        sequence=4,
-        vendor="acme.example",
-        device_class="cortex-m4f-256k",
-        arena_bytes=24_000,
-        ops=["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"],
-    )
+    return sample_draft(model_version="1.0.0", sequence=4, device_class="cortex-m4f-256k")

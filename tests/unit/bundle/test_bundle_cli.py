@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
 
+from tests.support.cli_helpers import run_cli
 from tinymlops.bundle import class_uuid
 
 PASSPHRASE = "tinymlops-test-passphrase-7f3a"
@@ -71,6 +71,40 @@ def test_keys_lifecycle(home: Path, monkeypatch, capsys) -> None:
     assert code == 1 and err.startswith("error: ") and "refusing to overwrite" in err and len(err.splitlines()) == 1
     for path in keys.rglob("*"):  # the passphrase is in no file, and no output above showed it
         assert PASSPHRASE.encode() not in path.read_bytes() if path.is_file() else True
+
+
+def test_keys_metering_signs_quotas_with_the_root_offline(home: Path, monkeypatch, capsys) -> None:
+    """`keys metering`: a 0600, passphrase-encrypted quota-signing key whose statement the root
+    signed; with root.key moved away, quota tokens are still issued and verify; revoked, it is refused."""
+    import uuid
+    from datetime import datetime, timedelta, timezone
+
+    from tinymlops.bundle import KeyStoreError, load_trust
+    from tinymlops.bundle.quota import QuotaToken, quota_issuer
+
+    assert run(monkeypatch, capsys, "keys", "init")[0] == 0
+    keys = home / "home" / "keys"
+    code, out, err = run(monkeypatch, capsys, "keys", "metering", "--validity-days", "30")
+    assert code == 0, err
+    status = json.loads(run(monkeypatch, capsys, "keys", "show", "--json")[1])
+    [meter] = status["metering_keys"]
+    assert meter["current"] and not meter["revoked"] and meter["kid"] in out and "0600" in out
+    private = keys / "metering" / f"{meter['kid']}.key"
+    assert private.stat().st_mode & 0o777 == 0o600 and b"ENCRYPTED" in private.read_bytes()
+    assert private.read_bytes().decode() not in out + err
+    assert "metering key" in run(monkeypatch, capsys, "keys", "show")[1]
+    (keys / "root.key").rename(home / "root.key.offline")  # the root goes offline
+    issue = quota_issuer(keys, PASSPHRASE)
+    assert issue is not None
+    now = datetime.now(timezone.utc)
+    token = QuotaToken(device_id=uuid.uuid4(), quota=10, expires=now + timedelta(days=1), serial=1)
+    assert QuotaToken.verify(issue(token), load_trust(keys / "root.pub"), now=now) == token.model_copy(
+        update={"expires": token.expires.replace(microsecond=0)}
+    )
+    (home / "root.key.offline").rename(keys / "root.key")  # back for the revocation ceremony
+    assert run(monkeypatch, capsys, "keys", "revoke", meter["kid"])[0] == 0
+    with pytest.raises(KeyStoreError, match="revoked"):
+        quota_issuer(keys, PASSPHRASE)
 
 
 def test_build_verify_inspect(home: Path, monkeypatch, capsys) -> None:
@@ -136,8 +170,8 @@ def test_build_verify_inspect(home: Path, monkeypatch, capsys) -> None:
 
 def test_encrypted_bundle_and_revocation(home: Path, monkeypatch, capsys) -> None:
     assert run(monkeypatch, capsys, "keys", "init")[0] == 0
-    assert run(monkeypatch, capsys, "keys", "kek", home / "class.kek")[0] == 0
-    assert run(monkeypatch, capsys, "keys", "kek", home / "other.kek")[0] == 0
+    assert run(monkeypatch, capsys, "keys", "kek", "class", "--out", home / "class.kek")[0] == 0
+    assert run(monkeypatch, capsys, "keys", "kek", "other", "--out", home / "other.kek")[0] == 0
     assert run(monkeypatch, capsys, *build_args(home, "e.bundle", "--kek", home / "class.kek"))[0] == 0
     trust = home / "home" / "keys" / "root.pub"
     code, out, err = run(
@@ -161,7 +195,7 @@ def test_encrypted_bundle_and_revocation(home: Path, monkeypatch, capsys) -> Non
     assert code == 1 and err.startswith("error: wrong_kek: ")
 
     kid = json.loads(run(monkeypatch, capsys, "keys", "show", "--json")[1])["signing_keys"][0]["kid"]
-    assert run(monkeypatch, capsys, "keys", "revoke", kid)[0] == 0
+    assert run(monkeypatch, capsys, "keys", "revoke", kid, "--force")[0] == 0  # the current key: deliberate
     code, _, err = run(
         monkeypatch,
         capsys,

@@ -82,7 +82,7 @@ def test_encryption_fields_must_agree() -> None:
 def wire(**changes) -> bytes:
     data = mf.to_wire(manifest())
     data.update(changes)
-    return cbor2.dumps(data)
+    return cbor2.dumps(data, canonical=True)  # the one accepted encoding: only the field is wrong
 
 
 @pytest.mark.parametrize(
@@ -113,14 +113,14 @@ def test_missing_field_is_named() -> None:
     data = mf.to_wire(manifest())
     del data["class_id"]
     with pytest.raises(BundleError, match=r"missing keys \['class_id'\]"):
-        mf.decode(cbor2.dumps(data))
+        mf.decode(cbor2.dumps(data, canonical=True))
 
 
 def test_trailing_bytes_and_duplicate_keys_are_refused() -> None:
     with pytest.raises(BundleError, match="trailing bytes"):
         mf.decode(mf.encode(manifest()) + b"\x00")
     # a map with "sequence" twice: a parser that kept the last one could be fooled
-    with pytest.raises(BundleError, match="not valid CBOR"):
+    with pytest.raises(BundleError, match="keys repeated"):
         mf.decode(b"\xa2\x68sequence\x01\x68sequence\x02")
 
 

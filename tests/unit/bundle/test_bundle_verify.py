@@ -136,12 +136,12 @@ def test_oversized_manifest_length_is_refused_before_reading(trust, now) -> None
 def test_ensure_kek_creates_once_with_0600(tmp_path: Path) -> None:
     import stat
 
-    from tinymlops.bundle import KekError, ensure_kek, kek_id, load_kek
+    from tinymlops.bundle import KeyStoreError, ensure_kek, kek_id, load_kek
 
     kek, created = ensure_kek(tmp_path / "kek" / "m4.kek")
     assert created and len(kek) == 32 and stat.S_IMODE((tmp_path / "kek" / "m4.kek").stat().st_mode) == 0o600
     again, created_again = ensure_kek(tmp_path / "kek" / "m4.kek")
     assert again == kek and not created_again and kek_id(kek) == kek_id(load_kek(tmp_path / "kek" / "m4.kek"))
     (tmp_path / "bad.kek").write_bytes(b"short")
-    with pytest.raises(KekError, match="exactly 32 raw bytes"):
+    with pytest.raises(KeyStoreError, match="exactly 32 raw bytes"):
         load_kek(tmp_path / "bad.kek")

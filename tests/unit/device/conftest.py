@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.paths import REPO  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,15 +41,15 @@ def int8_model(tflite_dir: Path) -> bytes:
 
 @pytest.fixture(scope="session")
 def test_xq(int8_model: bytes, prepared_dir: Path) -> np.ndarray:
-    from tinymlops.data.split import load_split
-    from tinymlops.hil import quantized_test
+    from tinymlops.device.hil import quantized_test
+    from tinymlops.ml.data.split import load_split
 
     return quantized_test(int8_model, load_split(prepared_dir, "test"))
 
 
 @pytest.fixture(scope="session")
 def golden(int8_model: bytes, test_xq: np.ndarray):
-    from tinymlops.hil import golden_vectors
+    from tinymlops.device.hil import golden_vectors
 
     return golden_vectors(int8_model, test_xq, n=8, tolerance=0)
 
@@ -59,7 +59,7 @@ def tanh_model() -> bytes:
     """A tiny int8 model whose second op is TANH, which the nrf52840 firmware does not register."""
     import tensorflow as tf
 
-    from tinymlops.quantize import to_int8_tflite
+    from tinymlops.ml.quantize import to_int8_tflite
 
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(4), tf.keras.layers.Activation("tanh")])
@@ -70,7 +70,7 @@ def tanh_model() -> bytes:
 def make_bundle(keys, tmp_path: Path):
     """Build a real signed bundle for `profile`'s class; returns its path."""
     from tinymlops.bundle import build_bundle
-    from tinymlops.hil import manifest_draft
+    from tinymlops.device.hil import manifest_draft
 
     signer, _ = keys
     counter = iter(range(1000))

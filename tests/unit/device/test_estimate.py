@@ -15,7 +15,7 @@ from tinymlops.device.estimate import (
 
 
 def test_macs_of_the_default_model_match_its_layers(int8_model: bytes) -> None:
-    from tinymlops.quantize import interpreter
+    from tinymlops.ml.quantize import interpreter
 
     costs = op_costs(int8_model)
     it = interpreter(int8_model)
@@ -35,7 +35,7 @@ def test_rebuilt_mlperf_tiny_autoencoder_has_the_published_macs() -> None:
     """MLPerf Tiny AD (FC-AutoEncoder 640-128×4-8-128×4-640) rebuilt as int8: 264,192 MACs, 10 ops."""
     import tensorflow as tf
 
-    from tinymlops.quantize import to_int8_tflite
+    from tinymlops.ml.quantize import to_int8_tflite
 
     layers = [tf.keras.Input((640,))]
     for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tinymlops.bundle import SelfTest, generate_kek
-from tinymlops.device.firmware import DeviceError, Stage
+from tinymlops.device.firmware import Stage
 from tinymlops.device.flash import PowerCut
+from tinymlops.errors import DeviceError
 
 
 def test_blank_device_installs_and_confirms(profiles, int8_model, golden, make_bundle, device_for, test_xq) -> None:
@@ -21,7 +22,7 @@ def test_blank_device_installs_and_confirms(profiles, int8_model, golden, make_b
     state = dev.flash.read_state()
     assert (state.active, state.pending, state.confirmed, state.min_sequence) == ("a", None, True, 3)
     assert dev.running_model() == int8_model
-    from tinymlops.inference import run_tflm
+    from tinymlops.ml.inference import run_tflm
 
     np.testing.assert_array_equal(dev.infer(test_xq[:20]), run_tflm(int8_model, test_xq[:20], 65536))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tinymlops.device.flash import Flash, FlashState, PowerCut, SlotImage
-from tinymlops.io import sha256_bytes
+from tinymlops.util.io import sha256_bytes
 
 
 def image(model: bytes, version: str = "1") -> SlotImage:

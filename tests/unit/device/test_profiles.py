@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
+from tests.support.paths import REPO  # noqa: E402
 from tinymlops.bundle import class_uuid
 from tinymlops.device.profiles import DevicesConfig, get_profile, load_profiles
 from tinymlops.errors import ConfigError
 from tinymlops.settings import parse
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def test_shipped_profiles_cover_the_issue_parts(profiles) -> None:

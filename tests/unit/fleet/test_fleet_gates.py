@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tests.support.paths import REPO
 from tinymlops.fleet.gates import chi2_pvalue, evaluate_gates, psi
 from tinymlops.fleet.policy import HealthPolicy, RolloutPolicy
 from tinymlops.fleet.telemetry import (
@@ -24,7 +25,7 @@ from tinymlops.fleet.telemetry import (
 )
 
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
-REPO_POLICY = RolloutPolicy.load_from(__import__("pathlib").Path(__file__).resolve().parents[3])
+REPO_POLICY = RolloutPolicy.load_from(REPO)
 
 
 def telemetry(

@@ -16,12 +16,12 @@ from sqlalchemy import select
 
 from tinymlops.fleet import FleetError
 from tinymlops.fleet import models as m
+from tinymlops.fleet.api.serving import serve_fleet
 from tinymlops.fleet.clock import SharedClock
+from tinymlops.fleet.config import FleetSettings
 from tinymlops.fleet.group_commit import GroupCommit
-from tinymlops.fleet.lean_http import LeanClient
-from tinymlops.fleet.server import FleetSettings
-from tinymlops.fleet.serving import serve_fleet
 from tinymlops.fleet.store import Store
+from tinymlops.fleetsim.lean_http import LeanClient
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -127,3 +127,23 @@ def test_group_commit_writes_together_and_fails_only_the_bad_row() -> None:
     results = asyncio.run(scenario())
     assert results[:4] == [None] * 4 and isinstance(results[4], ValueError) and results[5] is None
     assert batches == [[0], [1, 2, 3], [4]]  # one transaction for the three queued; 13 never stored
+
+
+def test_group_commit_hands_each_caller_its_own_result() -> None:
+    """Batched install logs: each report request learns which of its reports were new, even when
+    its log shares a transaction with others, and even when a bad neighbour splits the batch."""
+
+    def write(rows):  # type: ignore[no-untyped-def]
+        if any(r < 0 for r in rows):
+            raise ValueError("negative")
+        return [r * 10 for r in rows]
+
+    async def scenario() -> list[object]:
+        commit = GroupCommit(write)
+        together = await asyncio.gather(*(commit.submit(i) for i in (1, 2, 3)))
+        split = await asyncio.gather(commit.submit(4), commit.submit(-1), commit.submit(5), return_exceptions=True)
+        return [*together, *split]
+
+    results = asyncio.run(scenario())
+    assert results[:3] == [10, 20, 30] and results[3] == 40 and isinstance(results[4], ValueError)
+    assert results[5] == 50

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
 
+from tests.support.cli_helpers import run_cli
 from tinymlops.errors import ConfigError
 from tinymlops.triggers import WebhookEnv
 from tinymlops.triggers.config import WebhookError
@@ -62,6 +62,6 @@ def test_run_parameters_of_a_push() -> None:
 
     event = PushEvent(provider="gitlab", delivery_id="d", repository="g/p", ref="refs/heads/main", sha="f" * 40)
     params = run_parameters(event)
-    run = PipelineRun.model_validate(params["run"])  # what the deployment's schema will accept
+    run = PipelineRun.model_validate(params)  # the flow's flat parameters name PipelineRun's fields
     assert (run.trigger, run.git_ref, run.git_sha, run.repository) == ("webhook", "refs/heads/main", "f" * 40, "g/p")
     assert run.root == "." and not run.dry_run

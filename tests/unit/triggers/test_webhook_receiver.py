@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from webhook_payloads import (
+
+from tests.support.webhook_payloads import (
     SECRET,
     SHA_AFTER,
     RecordingTrigger,
@@ -18,7 +19,6 @@ from webhook_payloads import (
     github_push,
     gitlab_push,
 )
-
 from tinymlops.triggers import DeliveryStore, WebhookConfig, create_app
 from tinymlops.triggers.signature import github_signature
 
@@ -148,7 +148,9 @@ def test_redelivery_is_recognised_after_a_restart(db_url: str, trigger: Recordin
     assert again.json()["status"] == "duplicate"
     assert again.json()["run_id"] == "run-1"
     assert len(trigger.events) == 1
-    assert post_github(restarted, github_push(), delivery=str(uuid.uuid4())).json()["status"] == "triggered"
+    # a new push (another commit) under a new delivery id runs; the same push replayed does not
+    newer = github_push(after="1" * 40)
+    assert post_github(restarted, newer, delivery=str(uuid.uuid4())).json()["status"] == "triggered"
 
 
 def test_failed_trigger_is_502_and_a_redelivery_may_retry(db_url: str) -> None:

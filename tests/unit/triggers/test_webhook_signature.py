@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from webhook_payloads import SECRET
-
+from tests.support.webhook_payloads import SECRET
 from tinymlops.triggers.signature import github_signature, github_signature_valid, gitlab_token_valid
 
 # https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries#testing-the-webhook-payload-validation
