@@ -332,7 +332,15 @@ def test_flow_parameters_override_params_yaml_from_any_working_directory(
     project: Path, prefect_server, tmp_path, monkeypatch
 ) -> None:
     """The flow's parameters win over params.yaml, and `root` decides where data and DVC live, not
-    the process's cwd (one run checks both: a whole pipeline run is the expensive part)."""
+    the process's cwd. The same run (a whole pipeline run is the expensive part) has a watermark
+    that cannot be embedded, with `on_refusal: ship_unmarked`: the model ships, and every record
+    says it is unmarked and why."""
+    config = project / "configs" / "watermark.yaml"
+    settings = yaml.safe_load(config.read_text())
+    # a learning rate of 1e-9 leaves the model as it was: the triggers stay at chance, so the one
+    # attempt allowed is too weak for a provable mark, whatever the training did
+    settings.update(learning_rate=1e-9, embed_epochs=1, adapt_attempts=1, on_refusal="ship_unmarked")
+    config.write_text(yaml.safe_dump(settings))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -340,13 +348,26 @@ def test_flow_parameters_override_params_yaml_from_any_working_directory(
     assert summary.quantize_mode == "qat"
     from mlflow import MlflowClient
 
-    run = MlflowClient(
-        Environment.from_env(project).tracking_uri, registry_uri=Environment.from_env(project).tracking_uri
-    ).get_run(summary.mlflow_run_id)
+    tracking_uri = Environment.from_env(project).tracking_uri
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    run = client.get_run(summary.mlflow_run_id)
     assert run.data.params["train.epochs"] == "2" and run.data.tags[Tag.QUANT_MODE] == "qat"
     assert run.data.metrics[Metric.TRAIN_EPOCHS] <= 2
     assert summary.data_md5 == output_md5(project)
     assert not (elsewhere / "data").exists() and not (elsewhere / "dvc.lock").exists()
+
+    # shipped unmarked: the run finished and released, and the run, its summary and the registered
+    # version say so (no instance id claimed for a model that carries none)
+    assert run.info.status == "FINISHED" and summary.bundles >= 1
+    refusal = run.data.tags[Tag.WATERMARK_REFUSED]
+    assert refusal.startswith("watermark refused: ") and "on_refusal: ship_unmarked" in refusal
+    assert run.data.tags[Tag.WATERMARK_OWNED] == "False" and run.data.tags[Tag.WATERMARK_PLAN] == "refused"
+    assert summary.watermark_plan == f"SHIPPED UNMARKED: {refusal}"
+    assert "SHIPPED UNMARKED" in summary.markdown()
+    version = client.get_model_version(TrackingConfig().registered_model, summary.model_version)
+    assert (
+        VersionTag.INSTANCE not in version.tags and "watermark none (refused, shipped unmarked)" in version.description
+    )
 
 
 def test_ctrl_c_on_tinymlops_run_ends_the_run_in_prefect_and_mlflow(project: Path) -> None:

@@ -6,8 +6,10 @@ fetched at build time into a cache outside git (never committed, never vendored)
   pymonocypher  monocypher.c: the Ed25519 check equation (crypto_eddsa_check_equation), fed a
                 SHA-512 challenge from the pycryptodome SHA-512. BSD-2-Clause or CC0.
 
-`pip download --no-binary :all:` fetches the sdist through the ordinary client; the archive's
-digest must equal the pin before a single member is extracted.
+`pip download --no-binary <name>` fetches the sdist through the ordinary client; the archive's
+digest must equal the pin before a single member is extracted. Only the package itself is held to
+its sdist: with `:all:` pip would also build setuptools and wheel from source just to read the
+sdist's metadata (141 s against 6.5 s, cold, on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def _download(sdist: Sdist, into: Path) -> Path:
     if archive.is_file() and _sha256(archive) == sdist.sha256:
         return archive
     cmd = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", sdist.name,
         "--dest", str(into), f"{sdist.name}=={sdist.version}",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
