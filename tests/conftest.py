@@ -12,6 +12,8 @@ import pytest
 
 import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tests.support.paths import REPO  # noqa: E402
+from tests.support.wm_keys import fixed_key
+from tinymlops.ml.watermark.key import write_key
 
 # dvc.yaml's code dependencies (tinymlops/ml/model, tinymlops/ml/quantize.py) must exist in the project too,
 # and the firmware sources the HIL builds the update agent from (a deployment runs from the checkout).
@@ -53,6 +55,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp git+DVC project with its own TINYMLOPS_HOME and default (SQLite) MLflow store."""
     root = make_project(tmp_path / "project")
     monkeypatch.setenv("TINYMLOPS_HOME", str(root / ".tinymlops"))
+    # The owner key a first run would create at random, fixed: the mark's plan and cost depend on
+    # the key's triggers, and a whole-pipeline test must not pass or fail with the key it drew.
+    write_key(fixed_key("tinymlops-project-owner", 1, 1), root / ".tinymlops" / "keys" / "watermark-owner.key")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("TINYMLOPS_DVC_REMOTE", raising=False)
     monkeypatch.chdir(root)
