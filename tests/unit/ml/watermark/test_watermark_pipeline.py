@@ -32,7 +32,8 @@ def test_build_instances_signs_one_bundle_per_class_per_instance(
     doc["instances"] = [3]
     config_file.write_text(yaml.safe_dump(doc))
     ctx = load_context(PipelineRun(root=str(project)), "instances-test")
-    write_key(owner_key, WatermarkConfig.load_from(project).key_path(ctx.env.home))
+    # the key `marked` was embedded with, in place of the project's own
+    write_key(owner_key, WatermarkConfig.load_from(project).key_path(ctx.env.home), overwrite=True)
     shutil.copytree(prepared_dir, ctx.prepared_dir)
     model_dir = project / "marked"
     model_dir.mkdir()
