@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,21 +25,10 @@ from pathlib import Path
 import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the tests' project scaffold
+from tests.support.project import make_project  # noqa: E402
+
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore")
-
-
-def fresh_project(dest: Path) -> Path:
-    for name in PROJECT_FILES:
-        src, dst = REPO / name, dest / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
-    (dest / ".gitignore").write_text("/.tinymlops/\n/data/raw\n/data/prepared\n")
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@tinymlops.invalid"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench"], cwd=dest, check=True)
-    return dest
 
 
 def bare_work(params, prepared: Path, work: Path) -> float:
@@ -115,7 +103,7 @@ def main() -> None:
     stages.ingest(params, REPO, work / "raw")
     stages.prepare(params, work / "raw", work / "prepared")
     bare = statistics.median(bare_work(params, work / "prepared", work) for _ in range(REPEATS))
-    project = fresh_project(work / "project")
+    project = make_project(work / "project")
     cold, summary = pipeline_run(project)
     warm_runs = []
     for _ in range(REPEATS):

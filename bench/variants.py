@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,23 +23,8 @@ from pathlib import Path
 import tinymlops  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "configs", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "tinymlops")
-
-
-def make_project(dest: Path) -> Path:
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    (dest / ".gitignore").write_text("/.tinymlops/\n/data/raw\n/data/prepared\n/models/\n/reports/\n")
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@tinymlops.invalid"]
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench"], cwd=dest, check=True)
-    return dest
+sys.path.insert(0, str(REPO))  # the tests' project scaffold
+from tests.support.project import make_project  # noqa: E402
 
 
 def main() -> int:
